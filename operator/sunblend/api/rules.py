@@ -1,0 +1,90 @@
+"""Rules across fields, written once as CEL for the API server, with the messages both sides use.
+
+``api.spec`` attaches them to the CRD schema; ``api.load`` checks the same rules in Python
+(for ``sunblend plan`` and the operator), reporting the same messages with a field path.
+List limits live here too: CEL cost estimation needs every list to be bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MAX_REGIONS = 16
+MAX_GPU_CLASSES = 16
+MAX_COMMITMENTS = 64
+MAX_LATENCIES = 256
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One CEL validation: the expression, the message shown on failure, and the field blamed."""
+
+    cel: str
+    message: str
+    field_path: str | None = None
+
+    def as_schema(self) -> dict[str, str]:
+        """The ``x-kubernetes-validations`` entry."""
+        entry = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            entry["fieldPath"] = self.field_path
+        return entry
+
+
+PEAK_AT_LEAST_BASELINE = Rule(
+    "self.peakTokensPerSecond >= self.baselineTokensPerSecond",
+    "peakTokensPerSecond must be at least baselineTokensPerSecond",
+    ".peakTokensPerSecond",
+)
+BUSY_HOURS_DIFFER = Rule(
+    "self.start != self.end",
+    "busyHours start and end must differ",
+)
+ONE_WORKLOAD_SOURCE = Rule(
+    "!(has(self.workloadRef) && has(self.template))",
+    "set workloadRef or template, not both",
+)
+COMMITMENT_REGION_DECLARED = Rule(
+    "self.commitments.all(c, self.regions.exists(r, r.name == c.region))",
+    "every commitment must name a declared region",
+    ".commitments",
+)
+COMMITMENT_CLASS_DECLARED = Rule(
+    "self.commitments.all(c, self.gpuClasses.exists(g, g.name == c.gpuClass))",
+    "every commitment must name a declared GPU class",
+    ".commitments",
+)
+LATENCY_REGIONS_DECLARED = Rule(
+    "self.policy.routing.latencies.all(l, self.regions.exists(r, r.name == l.from)"
+    " && self.regions.exists(r, r.name == l.to))",
+    "every latency entry must name declared regions",
+    ".policy",
+)
+CLASS_REGIONS_DECLARED = Rule(
+    "self.gpuClasses.all(g, g.regions.all(n, self.regions.exists(r, r.name == n))"
+    " && g.regionPrices.all(p, self.regions.exists(r, r.name == p.region)))",
+    "GPU class regions and regionPrices must name declared regions",
+    ".gpuClasses",
+)
+REPLICA_FITS_NODE = Rule(
+    "self.gpuClasses.all(g, g.gpusPerNode >= self.modelServer.gpusPerReplica)",
+    "every GPU class must have gpusPerNode of at least modelServer.gpusPerReplica",
+    ".gpuClasses",
+)
+
+DEMAND = (PEAK_AT_LEAST_BASELINE,)
+BUSY_HOURS = (BUSY_HOURS_DIFFER,)
+MODEL_SERVER = (ONE_WORKLOAD_SOURCE,)
+SPEC = (
+    COMMITMENT_REGION_DECLARED,
+    COMMITMENT_CLASS_DECLARED,
+    LATENCY_REGIONS_DECLARED,
+    CLASS_REGIONS_DECLARED,
+    REPLICA_FITS_NODE,
+)
+
+
+def schema_extra(rules: tuple[Rule, ...]) -> dict[str, Any]:
+    """JSON-schema extras that carry ``rules`` into the CRD."""
+    return {"x-kubernetes-validations": [rule.as_schema() for rule in rules]}

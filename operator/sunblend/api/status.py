@@ -1,0 +1,84 @@
+"""The InferencePool status as pydantic models: conditions, the plan for this hour, a day ahead.
+
+The operator writes it; the CRD schema for ``.status`` is generated from it, so every field the
+operator stores survives the API server's pruning.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class Condition(_Model):
+    """A ``metav1.Condition``."""
+
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    observed_generation: int | None = Field(None, ge=0)
+
+
+class PlannedCapacity(_Model):
+    """Nodes of one GPU class and capacity type in one region."""
+
+    region: str
+    gpu_class: str
+    capacity_type: str
+    nodes: int
+    gpus: int
+    replicas: int
+
+
+class Route(_Model):
+    """Demand of one user region served in another region."""
+
+    from_region: str = Field(alias="from")
+    to_region: str = Field(alias="to")
+    tokens_per_second: float
+
+
+class HourSummary(_Model):
+    """One planned hour."""
+
+    start: str = Field(description="RFC 3339 start of the hour.")
+    demand_tokens_per_second: float
+    committed_gpus: int
+    spot_gpus: int
+    on_demand_gpus: int
+    cost_dollars_per_hour: float
+
+
+class RegionObservation(_Model):
+    """What was measured in one region."""
+
+    region: str
+    utilization_ratio: float | None = None
+    demand_tokens_per_second: float | None = None
+
+
+class InferencePoolStatus(_Model):
+    """What the operator reports about a pool."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    solve_status: str | None = None
+    planned_hour: str | None = Field(None, description="RFC 3339 start of the hour planned.")
+    cost_dollars_per_hour: float | None = None
+    on_demand_cost_dollars_per_hour: float | None = None
+    savings_percent: float | None = None
+    spot_percent: float | None = None
+    cost_per_million_tokens_dollars: float | None = None
+    current: list[PlannedCapacity] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    next_hours: list[HourSummary] = Field(default_factory=list)
+    observed: list[RegionObservation] = Field(default_factory=list)
+    message: str | None = None

@@ -1,0 +1,109 @@
+"""The ``sunblend`` command: ``plan`` a pool from YAML, print the ``crd``.
+
+Bad input ends with a message naming the field and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from sunblend.api import crd, load
+from sunblend.core import blend, problem
+from sunblend.present import document, table
+
+EXIT_INVALID = 2
+
+
+class UsageError(Exception):
+    """The command line or an input file is wrong; the message says how."""
+
+
+def _parse_time(text: str | None) -> dt.datetime:
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at: {text!r} is not an ISO 8601 time, e.g. 2026-11-22T14:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror}") from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan one pool and print the plan."""
+    pool = load.load_text(_read(args.pool))
+    now = _parse_time(args.at)
+    blend_problem = problem.from_spec(pool.spec, now)
+    result = blend.plan(blend_problem)
+    name = f"{pool.metadata.namespace}/{pool.metadata.name}"
+    if args.output == "json":
+        print(json.dumps(document.plan_document(result, name), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(document.plan_document(result, name), sort_keys=False), end="")
+    else:
+        table.render(result, name, dict(blend_problem.time_zones), Console())
+    if args.png:
+        from sunblend.present import chart  # matplotlib is slow to import; only when asked
+
+        chart.draw(result, blend_problem, Path(args.png), f"{name}: {result.status.value}")
+    return 0 if result.has_solution else 1
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    """Print the CRD, or write it to a file."""
+    text = crd.render()
+    if args.output_file:
+        Path(args.output_file).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    top = argparse.ArgumentParser(prog="sunblend", description="Plan GPU capacity for LLM inference pools.")
+    commands = top.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="plan an InferencePool YAML file")
+    plan.add_argument("pool", help="InferencePool YAML, as applied with kubectl")
+    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument("--at", help="plan from this ISO 8601 time instead of now")
+    plan.add_argument("--png", help="write a chart of GPUs by capacity type per region")
+    plan.set_defaults(run=cmd_plan)
+    crd_cmd = commands.add_parser("crd", help="print the InferencePool CRD generated from the models")
+    crd_cmd.add_argument("-f", "--output-file", help="write to this file instead of stdout")
+    crd_cmd.set_defaults(run=cmd_crd)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sunblend`` command."""
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except load.InvalidPool as error:
+        print(f"error: invalid InferencePool ({len(error.errors)} problem(s)):", file=sys.stderr)
+        for problem_ in error.errors:
+            print(f"  {problem_}", file=sys.stderr)
+        return EXIT_INVALID
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Greedy fallback planner: used when the MILP solver fails or finds nothing in time.
+
+Each region serves its own demand (or, with no GPUs of its own, the first region allowed to
+serve it): committed nodes first, then spot within the spot policy, then on-demand, each time
+the cheapest class per replica. It ignores the budget and the change cap, and says so.
+Returns the same ``Plan`` type as ``core.blend``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from sunblend.api.spec import CapacityType
+from sunblend.core import assemble
+from sunblend.core.plan import Plan, SolveStatus
+from sunblend.core.problem import BlendProblem, Offer
+
+SOLVER = "greedy"
+
+
+def _per_token(offer: Offer) -> float:
+    return offer.dollars_per_node_hour / offer.tokens_per_second_per_node
+
+
+def _per_replica(offer: Offer) -> float:
+    return offer.dollars_per_node_hour / offer.replicas_per_node
+
+
+def _served(problem: BlendProblem, t: int) -> dict[tuple[str, str], float]:
+    offered = {o.region for o in problem.offers}
+    routed = {}
+    for user in problem.regions:
+        demand = problem.demand[user][t]
+        if demand <= 0:
+            continue
+        server = user if user in offered else next(r for r in problem.serving_regions(user) if r in offered)
+        routed[(user, server)] = demand
+    return routed
+
+
+def _room(offer: Offer, nodes: dict[Offer, int]) -> float:
+    if offer.capacity_type is CapacityType.COMMITTED:
+        return offer.committed_nodes - nodes.get(offer, 0)
+    return math.inf
+
+
+def _fill(offers: list[Offer], tokens_per_second: float, nodes: dict[Offer, int]) -> float:
+    """Add nodes, cheapest per token first, until ``tokens_per_second`` more is covered; return what is left."""
+    for offer in sorted(offers, key=_per_token):
+        if tokens_per_second <= 1e-9:
+            break
+        count = int(min(math.ceil(tokens_per_second / offer.tokens_per_second_per_node - 1e-9), _room(offer, nodes)))
+        if count > 0:
+            nodes[offer] = nodes.get(offer, 0) + count
+            tokens_per_second -= count * offer.tokens_per_second_per_node
+    return max(tokens_per_second, 0.0)
+
+
+def _capacity(nodes: dict[Offer, int]) -> float:
+    return sum(n * o.tokens_per_second_per_node for o, n in nodes.items())
+
+
+def _region_nodes(problem: BlendProblem, region: str, tokens_per_second: float) -> dict[Offer, int]:
+    offers = list(problem.offers_in(region))
+    by_type = {c: [o for o in offers if o.capacity_type is c] for c in CapacityType}
+    need = (1 + problem.headroom) * tokens_per_second
+    nodes: dict[Offer, int] = {}
+    _fill(by_type[CapacityType.COMMITTED], need, nodes)
+    _fill(
+        by_type[CapacityType.ON_DEMAND], problem.spot_loss_served_fraction * tokens_per_second - _capacity(nodes), nodes
+    )
+    left = need - _capacity(nodes)
+    f = problem.max_spot_fraction
+    if left > 0 and f > 0 and by_type[CapacityType.SPOT]:
+        cheapest = min(by_type[CapacityType.SPOT], key=_per_token)
+        non_spot_gpus = sum(n * o.gpus_per_node for o, n in nodes.items())
+        allowed = math.inf if f >= 1 else math.floor(f / (1 - f) * non_spot_gpus + 1e-9) // cheapest.gpus_per_node
+        count = int(min(math.ceil(left / cheapest.tokens_per_second_per_node - 1e-9), allowed))
+        if count > 0:
+            nodes[cheapest] = count
+            left -= count * cheapest.tokens_per_second_per_node
+    _fill(by_type[CapacityType.ON_DEMAND], left, nodes)
+    short = problem.min_replicas_per_region - sum(n * o.replicas_per_node for o, n in nodes.items())
+    if short > 0 and by_type[CapacityType.ON_DEMAND]:
+        cheapest = min(by_type[CapacityType.ON_DEMAND], key=_per_replica)
+        nodes[cheapest] = nodes.get(cheapest, 0) + math.ceil(short / cheapest.replicas_per_node)
+    return nodes
+
+
+def plan(problem: BlendProblem) -> Plan:
+    """A feasible plan (budget and change cap aside) built without a solver."""
+    index = {o: i for i, o in enumerate(problem.offers)}
+    nodes: dict[tuple[int, int], int] = {}
+    routed: dict[tuple[str, str, int], float] = {}
+    for t in range(problem.horizon):
+        served = _served(problem, t)
+        for (user, server), demand in served.items():
+            routed[(user, server, t)] = demand
+        for region in problem.regions:
+            load = sum(d for (_, server), d in served.items() if server == region)
+            if not problem.offers_in(region):
+                continue
+            for offer, count in _region_nodes(problem, region, load).items():
+                nodes[(index[offer], t)] = count
+    result = assemble.plan_of(problem, SolveStatus.FEASIBLE, SOLVER, nodes, routed)
+    over = [
+        h.hour
+        for h in result.hour_costs
+        if problem.budget_dollars_per_hour is not None and h.dollars > problem.budget_dollars_per_hour + 1e-6
+    ]
+    message = "greedy plan; it ignores maxNodeChangesPerHour"
+    if over:
+        message += f"; over budget in {len(over)} hour(s)"
+    return dataclasses.replace(result, message=message)

@@ -1,0 +1,210 @@
+"""The planner's input, normalised: offers, demand per hour, routes and policy, with no YAML left.
+
+``from_spec`` builds a ``BlendProblem`` from a pool spec, a forecast and the current nodes; tests
+and benchmarks may build one directly. Everything the planner and the plan checker read is here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sunblend.api import spec
+from sunblend.api.spec import CapacityType
+from sunblend.core import forecast
+
+# Spec price field for each capacity type.
+_PRICE_FIELD = {
+    CapacityType.COMMITTED: "committed",
+    CapacityType.SPOT: "spot",
+    CapacityType.ON_DEMAND: "on_demand",
+}
+
+OfferKey = tuple[str, str, CapacityType]  # (region, gpu_class, capacity_type)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Nodes of one GPU class that can be had in one region with one capacity type."""
+
+    region: str
+    gpu_class: str
+    capacity_type: CapacityType
+    gpus_per_node: int
+    replicas_per_node: int
+    dollars_per_gpu_hour: float
+    tokens_per_second_per_replica: float
+    committed_nodes: int = 0  # nodes already bought (committed offers only)
+
+    @property
+    def key(self) -> OfferKey:
+        """(region, gpu_class, capacity_type)."""
+        return (self.region, self.gpu_class, self.capacity_type)
+
+    @property
+    def dollars_per_node_hour(self) -> float:
+        """Price of one node for one hour."""
+        return self.dollars_per_gpu_hour * self.gpus_per_node
+
+    @property
+    def tokens_per_second_per_node(self) -> float:
+        """Throughput of one full node."""
+        return self.replicas_per_node * self.tokens_per_second_per_replica
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Which solver, and when it may stop."""
+
+    name: spec.SolverName = spec.SolverName.HIGHS
+    time_limit_seconds: float = 10.0
+    relative_gap: float = 0.01
+
+
+@dataclass(frozen=True)
+class BlendProblem:
+    """Everything the planner needs, for every hour of the horizon."""
+
+    hours: tuple[dt.datetime, ...]
+    time_zones: Mapping[str, str]  # region -> IANA zone; also the list of regions, in order
+    demand: Mapping[str, tuple[float, ...]]  # region -> tokens/s per hour
+    offers: tuple[Offer, ...]
+    routes: frozenset[tuple[str, str]]  # (user region, serving region), self-routes included
+    headroom: float = 0.2
+    max_spot_fraction: float = 0.5
+    spot_loss_served_fraction: float = 0.5
+    min_replicas_per_region: int = 0
+    budget_dollars_per_hour: float | None = None
+    max_node_changes_per_hour: int | None = None
+    change_penalty_dollars_per_node: float = 0.0
+    current_nodes: Mapping[OfferKey, int] = field(default_factory=dict)
+    size_commitments: bool = False
+    solver: SolverSettings = field(default_factory=SolverSettings)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Region names in declared order."""
+        return tuple(self.time_zones)
+
+    @property
+    def horizon(self) -> int:
+        """Number of hours planned."""
+        return len(self.hours)
+
+    def offers_in(self, region: str) -> tuple[Offer, ...]:
+        """Offers in one region."""
+        return tuple(o for o in self.offers if o.region == region)
+
+    @property
+    def committed_sunk_dollars_per_hour(self) -> float:
+        """Amortised cost of the commitments already bought, paid whether used or not."""
+        return sum(o.committed_nodes * o.dollars_per_node_hour for o in self.offers)
+
+    def serving_regions(self, user_region: str) -> tuple[str, ...]:
+        """Regions allowed to serve ``user_region``'s demand."""
+        return tuple(r for r in self.regions if (user_region, r) in self.routes)
+
+    def nodes_needed(self, offer: Offer, tokens_per_second: float) -> int:
+        """Nodes of ``offer`` that serve ``tokens_per_second`` with headroom and the minimum replicas."""
+        for_demand = math.ceil((1 + self.headroom) * tokens_per_second / offer.tokens_per_second_per_node - 1e-9)
+        for_minimum = math.ceil(self.min_replicas_per_region / offer.replicas_per_node)
+        return max(for_demand, for_minimum)
+
+    def all_on_demand_dollars(self, hour: int) -> float:
+        """Cost of serving the hour all on-demand: each region locally, on its cheapest single class."""
+        total = 0.0
+        for region in self.regions:
+            costs = [
+                self.nodes_needed(o, self.demand[region][hour]) * o.dollars_per_node_hour
+                for o in self.offers_in(region)
+                if o.capacity_type is CapacityType.ON_DEMAND
+            ]
+            if costs:
+                total += min(costs)
+        return total
+
+
+def _routes(pool_spec: spec.InferencePoolSpec) -> frozenset[tuple[str, str]]:
+    routing = pool_spec.policy.routing
+    routes = {(r.name, r.name) for r in pool_spec.regions}
+    for latency in routing.latencies:
+        if latency.milliseconds <= routing.max_latency_ms:
+            routes.add((latency.from_region, latency.to_region))
+            routes.add((latency.to_region, latency.from_region))
+    # An explicit reverse entry over the limit overrides the symmetric default.
+    for latency in routing.latencies:
+        if latency.milliseconds > routing.max_latency_ms and latency.from_region != latency.to_region:
+            routes.discard((latency.from_region, latency.to_region))
+    return frozenset(routes)
+
+
+def _offers(pool_spec: spec.InferencePoolSpec, size_commitments: bool) -> tuple[Offer, ...]:
+    per_replica = pool_spec.model_server.gpus_per_replica
+    bought: dict[tuple[str, str], int] = {}
+    for c in pool_spec.commitments:
+        bought[(c.region, c.gpu_class)] = bought.get((c.region, c.gpu_class), 0) + c.gpus
+    offers = []
+    for region in pool_spec.regions:
+        for gpu_class in pool_spec.gpu_classes:
+            if not pool_spec.offers(gpu_class, region.name):
+                continue
+            prices = pool_spec.prices(gpu_class, region.name)
+            held_nodes = bought.get((region.name, gpu_class.name), 0) // gpu_class.gpus_per_node
+            for capacity_type, price_field in _PRICE_FIELD.items():
+                price: float | None = getattr(prices, price_field)
+                if capacity_type is CapacityType.COMMITTED:
+                    if held_nodes == 0 and not (size_commitments and price is not None):
+                        continue
+                    price = price or 0.0
+                if price is None:
+                    continue
+                offers.append(
+                    Offer(
+                        region=region.name,
+                        gpu_class=gpu_class.name,
+                        capacity_type=capacity_type,
+                        gpus_per_node=gpu_class.gpus_per_node,
+                        replicas_per_node=gpu_class.gpus_per_node // per_replica,
+                        dollars_per_gpu_hour=price,
+                        tokens_per_second_per_replica=gpu_class.tokens_per_second_per_replica
+                        or pool_spec.model_server.tokens_per_second_per_replica,
+                        committed_nodes=held_nodes if capacity_type is CapacityType.COMMITTED else 0,
+                    )
+                )
+    return tuple(offers)
+
+
+def from_spec(
+    pool_spec: spec.InferencePoolSpec,
+    now: dt.datetime,
+    demand: Mapping[str, tuple[float, ...]] | None = None,
+    current_nodes: Mapping[OfferKey, int] | None = None,
+) -> BlendProblem:
+    """Build the planning problem for ``pool_spec`` starting at the hour containing ``now``.
+
+    ``demand`` defaults to the declared daily profiles; ``current_nodes`` (what runs now) feeds
+    the change penalty and the cap on node changes.
+    """
+    planning = pool_spec.planning
+    policy = pool_spec.policy
+    hours = forecast.hour_starts(now, planning.horizon_hours)
+    size = planning.mode is spec.PlanningMode.SIZE_COMMITMENTS
+    return BlendProblem(
+        hours=hours,
+        time_zones={r.name: r.time_zone for r in pool_spec.regions},
+        demand=dict(demand) if demand is not None else forecast.declared_forecast(pool_spec, hours),
+        offers=_offers(pool_spec, size),
+        routes=_routes(pool_spec),
+        headroom=policy.headroom,
+        max_spot_fraction=policy.max_spot_fraction,
+        spot_loss_served_fraction=policy.spot_loss_served_fraction,
+        min_replicas_per_region=policy.min_replicas_per_region,
+        budget_dollars_per_hour=policy.budget_dollars_per_hour,
+        max_node_changes_per_hour=policy.max_node_changes_per_hour,
+        change_penalty_dollars_per_node=policy.change_penalty_dollars_per_node,
+        current_nodes=dict(current_nodes or {}),
+        size_commitments=size,
+        solver=SolverSettings(planning.solver, planning.time_limit_seconds, planning.relative_gap),
+    )

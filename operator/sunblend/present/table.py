@@ -1,0 +1,122 @@
+"""A ``Plan`` as rich tables for the terminal: the current hour, routes, and the day ahead."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from sunblend.api.spec import CapacityType
+from sunblend.core import forecast
+from sunblend.core.plan import Plan, SolveStatus
+
+_STATUS_STYLE = {
+    SolveStatus.OPTIMAL: "bold green",
+    SolveStatus.FEASIBLE: "bold yellow",
+    SolveStatus.INFEASIBLE: "bold red",
+    SolveStatus.ERROR: "bold red",
+}
+
+
+def _headline(plan: Plan, pool: str) -> Text:
+    text = Text()
+    text.append(f"{pool}: ", style="bold")
+    text.append(plan.status.value, style=_STATUS_STYLE[plan.status])
+    text.append(f" ({plan.solver}")
+    if plan.mip_gap is not None:
+        text.append(f", gap {plan.mip_gap:.2%}")
+    text.append(f", {plan.solve_seconds * 1000:.0f} ms)")
+    if plan.message:
+        text.append(f"\n{plan.message}")
+    return text
+
+
+def _current(plan: Plan, time_zones: dict[str, str]) -> Table:
+    start = plan.hours[0]
+    zones = ", ".join(forecast.local_label(start, z) for z in dict.fromkeys(time_zones.values()))
+    table = Table(title=f"This hour: {start:%Y-%m-%d %H:%M} UTC ({zones})")
+    for column in ("region", "GPU class", "capacity", "nodes", "GPUs", "replicas", "$/h"):
+        table.add_column(column, justify="right" if column in ("nodes", "GPUs", "replicas", "$/h") else "left")
+    for a in plan.allocations_at(0):
+        table.add_row(
+            a.region,
+            a.gpu_class,
+            a.capacity_type.value,
+            str(a.nodes),
+            str(a.gpus),
+            str(a.replicas),
+            f"{a.dollars_per_hour:.2f}",
+        )
+    return table
+
+
+def _summary(plan: Plan) -> Table:
+    table = Table(title="Cost", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("cost this hour (committed amortised included)", f"${plan.cost_dollars_per_hour:,.2f}/h")
+    table.add_row("same demand, all on-demand", f"${plan.all_on_demand_dollars_per_hour:,.2f}/h")
+    table.add_row(f"cost over {len(plan.hours)} h", f"${plan.total_dollars:,.2f}")
+    table.add_row(f"all on-demand over {len(plan.hours)} h", f"${plan.total_all_on_demand_dollars:,.2f}")
+    table.add_row("savings vs all on-demand", f"{plan.savings_ratio:.1%}")
+    table.add_row("spot share this hour", f"{plan.spot_ratio:.1%}")
+    per_million = plan.dollars_per_million_tokens
+    table.add_row("cost per million tokens", "-" if per_million is None else f"${per_million:.4f}")
+    return table
+
+
+def _day(plan: Plan) -> Table:
+    table = Table(title="Hours ahead (UTC)")
+    for column in ("hour", "demand tok/s", "committed", "spot", "on-demand", "$/h", "all-OD $/h"):
+        table.add_column(column, justify="right")
+    for h in plan.hour_costs:
+        gpus = plan.gpus_by_capacity_type(h.hour)
+        table.add_row(
+            f"{h.start:%a %H:%M}",
+            f"{h.demand_tokens_per_second:,.0f}",
+            str(gpus[CapacityType.COMMITTED]),
+            str(gpus[CapacityType.SPOT]),
+            str(gpus[CapacityType.ON_DEMAND]),
+            f"{h.dollars:,.2f}",
+            f"{h.all_on_demand_dollars:,.2f}",
+        )
+    return table
+
+
+def _routes(plan: Plan) -> Table | None:
+    remote = [f for f in plan.flows if f.hour == 0 and f.from_region != f.to_region]
+    if not remote:
+        return None
+    table = Table(title="Follow-the-sun routes this hour")
+    for column in ("users in", "served in", "tokens/s"):
+        table.add_column(column)
+    for f in remote:
+        table.add_row(f.from_region, f.to_region, f"{f.tokens_per_second:,.0f}")
+    return table
+
+
+def _insight(plan: Plan) -> Table | None:
+    if not plan.binding and not plan.marginals and not plan.commitment_advice:
+        return None
+    table = Table(title="Why this plan", show_header=False)
+    table.add_column("what")
+    table.add_column("detail")
+    for row in plan.binding:
+        table.add_row("binding", row)
+    for m in plan.marginals:
+        table.add_row("worth", f"{m.subject}: ${m.dollars_per_hour:,.2f}/h {m.unit}")
+    for c in plan.commitment_advice:
+        table.add_row("commit", f"{c.gpu_class} in {c.region}: hold {c.recommended_gpus} GPUs (now {c.held_gpus})")
+    if plan.savings_from_sizing_dollars is not None:
+        table.add_row("sizing saves", f"${plan.savings_from_sizing_dollars:,.2f} over the horizon")
+    return table
+
+
+def render(plan: Plan, pool: str, time_zones: dict[str, str], console: Console) -> None:
+    """Print ``plan`` to ``console``."""
+    parts: list[Text | Table] = [_headline(plan, pool)]
+    if plan.has_solution:
+        parts += [
+            t for t in (_current(plan, time_zones), _routes(plan), _summary(plan), _insight(plan), _day(plan)) if t
+        ]
+    console.print(Group(*parts))
