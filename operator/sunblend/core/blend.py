@@ -149,13 +149,13 @@ def build(
     if sizing:
         for i, o in enumerate(offers):
             if o.capacity_type is CapacityType.COMMITTED:
-                held = pulp.LpVariable(f"hold_{i}", lowBound=o.committed_nodes, cat=category)
+                held = model.lp.add_variable(f"hold_{i}", lowBound=o.committed_nodes, cat=category)
                 model.committed[i] = held
                 objective.addterm(held, o.dollars_per_node_hour * len(hours))
 
     for t in hours:
         for i, o in enumerate(offers):
-            x = pulp.LpVariable(f"x_{i}_{t}", lowBound=0, cat=category)
+            x = model.lp.add_variable(f"x_{i}_{t}", lowBound=0, cat=category)
             model.nodes[(i, t)] = x
             marginal = 0.0 if o.capacity_type is CapacityType.COMMITTED else o.dollars_per_node_hour
             objective.addterm(x, marginal + NODE_EPSILON)
@@ -164,7 +164,7 @@ def build(
                 continue
             for server in problem.serving_regions(user):
                 if problem.offers_in(server):
-                    model.routed[(user, server, t)] = pulp.LpVariable(f"y_{len(model.routed)}", lowBound=0)
+                    model.routed[(user, server, t)] = model.lp.add_variable(f"y_{len(model.routed)}", lowBound=0)
 
     for t in hours:
         _hour_rows(problem, model, t, skip)
@@ -243,7 +243,7 @@ def _change_rows(problem: BlendProblem, model: BlockModel, objective: pulp.LpAff
                 before = float(problem.current_nodes.get(o.key, 0))
             else:
                 before = pulp.LpAffineExpression(model.nodes[(i, t - 1)])
-            change = pulp.LpVariable(f"d_{i}_{t}", lowBound=0)
+            change = model.lp.add_variable(f"d_{i}_{t}", lowBound=0)
             _row(model, change - model.nodes[(i, t)] + before >= 0, "change", t, o.region)
             _row(model, change + model.nodes[(i, t)] - before >= 0, "change", t, o.region)
             moves.addterm(change, 1.0)
@@ -256,6 +256,10 @@ def _solver(problem: BlendProblem, time_limit: float, relaxed: bool = False) -> 
     settings = problem.solver
     limit = max(time_limit, 0.05)
     if settings.name is SolverName.CBC:
+        # A system CBC (COIN_CMD) when there is one; PuLP's bundled CBC, deprecated, otherwise.
+        cbc = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
+        if cbc.available():
+            return cbc
         return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
     return pulp.HiGHS(msg=False, timeLimit=limit, gapRel=settings.relative_gap, mip=not relaxed, threads=1)
 
@@ -270,11 +274,16 @@ def solve(problem: BlendProblem, model: BlockModel, time_limit: float) -> SolveS
         model.lp.solve(_solver(problem, time_limit))
     except pulp.PulpSolverError as error:
         raise PlanningError(f"solver failed: {error}") from error
-    if model.lp.sol_status == pulp.LpSolutionOptimal:
+    return status_from(model.lp.status, model.lp.sol_status)
+
+
+def status_from(lp_status: int, sol_status: int) -> SolveStatus:
+    """Our status from PuLP's problem status and solution status; the solution status wins."""
+    if sol_status == pulp.LpSolutionOptimal:
         return SolveStatus.OPTIMAL
-    if model.lp.sol_status == pulp.LpSolutionIntegerFeasible:
+    if sol_status == pulp.LpSolutionIntegerFeasible:
         return SolveStatus.FEASIBLE
-    if model.lp.status == pulp.LpStatusInfeasible or model.lp.sol_status == pulp.LpSolutionInfeasible:
+    if lp_status == pulp.LpStatusInfeasible or sol_status == pulp.LpSolutionInfeasible:
         return SolveStatus.INFEASIBLE
     return SolveStatus.ERROR
 
@@ -296,8 +305,8 @@ def extract(problem: BlendProblem, model: BlockModel, status: SolveStatus) -> Bl
     committed = {i: round(v.varValue or 0.0) for i, v in model.committed.items()}
     first = model.hours[0]
     binding = []
-    for name, constraint in model.lp.constraints.items():
-        kind, hour, subject = model.rows.get(name, ("", -1, ""))
+    for name, (kind, hour, subject) in model.rows.items():
+        constraint = model.lp.get_constraint_by_name(name)
         if hour == first and kind not in ("route", "change") and abs(constraint.slack or 0.0) < ZERO:
             if kind == "committed":
                 offer = problem.offers[int(subject)]
@@ -314,11 +323,10 @@ def marginals(problem: BlendProblem, hours: tuple[int, ...]) -> tuple[Marginal, 
         return ()
     first = hours[0]
     found = []
-    for name, constraint in model.lp.constraints.items():
-        kind, hour, subject = model.rows.get(name, ("", -1, ""))
-        pi = constraint.pi or 0.0
+    for name, (kind, hour, subject) in model.rows.items():
         if hour != first:
             continue
+        pi = model.lp.get_constraint_by_name(name).pi or 0.0
         if kind == "budget":
             found.append(Marginal("budget", max(-pi, 0.0), "per extra $/h of budget"))
         elif kind == "committed":

@@ -25,6 +25,10 @@ _ROW_WORDS = {
 }
 
 
+def _amount(dollars: float) -> str:
+    return f"{dollars:,.2f}".removesuffix(".00")
+
+
 def describe_row(kind: str, subject: str) -> str:
     """A binding constraint in words."""
     return _ROW_WORDS.get(kind, kind + " {}").format(subject)
@@ -62,7 +66,7 @@ def infeasible(problem: BlendProblem, hours: tuple[int, ...], resolve: Resolver)
             worst = max(hours, key=lambda t: _hourly_cost(problem, nodes, t))
             cost = _hourly_cost(problem, nodes, worst)
             return (
-                f"budget {budget:g} $/h is below the cheapest feasible plan, {cost:.2f} $/h, at "
+                f"budget {_amount(budget)} $/h is below the cheapest feasible plan, {cost:.2f} $/h, at "
                 f"{forecast.local_label(problem.hours[worst], _busiest_zone(problem, worst))}"
             )
         if group == "changes":

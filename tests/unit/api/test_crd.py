@@ -1,0 +1,56 @@
+"""The CRD generated from the models: committed file in sync, structural, conventions kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sunblend.api import constants, crd, rules
+
+ROOT = Path(__file__).resolve().parents[3]
+COMMITTED = ROOT / "crds" / "inferencepools.sunblend.dev.yaml"
+
+
+def test_committed_crd_matches_the_models():
+    assert COMMITTED.read_text() == crd.render(), "crds/ drifted from the models: run `make crd`"
+
+
+def _walk(node, path="schema"):
+    yield path, node
+    for key in ("properties",):
+        for name, child in node.get(key, {}).items():
+            yield from _walk(child, f"{path}.{name}")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_schema_is_structural():
+    schema = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "$defs"} & set(node), path
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+
+
+def test_names_status_printer_columns_and_rules():
+    document = yaml.safe_load(COMMITTED.read_text())
+    names = document["spec"]["names"]
+    assert "infpool" not in names["shortNames"]  # the Gateway API Inference Extension's
+    assert names["categories"] == list(constants.CATEGORIES)
+    version = document["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Cost/h", "Savings%", "Spot%", "Age"]
+    text = COMMITTED.read_text()
+    for rule in rules.SPEC + rules.DEMAND + rules.MODEL_SERVER + rules.BUSY_HOURS:
+        assert rule.message in text
+
+
+def test_a_minimal_pool_is_filled_in_by_defaults():
+    spec = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    policy = spec["properties"]["policy"]
+    assert policy["default"] == {}
+    assert policy["properties"]["headroom"]["default"] == 0.2
+    assert spec["properties"]["planning"]["properties"]["horizonHours"]["default"] == 24
+    assert spec["properties"]["regions"]["x-kubernetes-list-type"] == "map"

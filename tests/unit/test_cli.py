@@ -1,0 +1,122 @@
+"""``sunblend plan`` and ``sunblend crd`` as a user runs them: output, exit codes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sunblend import cli
+from tests.unit import pools
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+AT = "2026-11-22T14:00:00Z"
+
+
+def _write(tmp_path: Path, document: object) -> str:
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(document) if not isinstance(document, str) else document)
+    return str(path)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_plans_optimally(example, capsys):
+    assert cli.main(["plan", str(example), "--at", AT, "-o", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "Optimal"
+    assert result["costDollarsPerHour"] > 0
+    assert 0 < result["savingsRatio"] < 1
+    assert result["allocations"] and result["hours"]
+
+
+def test_the_table_and_the_chart(tmp_path, capsys):
+    png = tmp_path / "plan.png"
+    assert cli.main(["plan", str(EXAMPLES[0]), "--at", AT, "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "Optimal" in out and "savings vs all on-demand" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_yaml_output_parses(capsys):
+    assert cli.main(["plan", str(EXAMPLES[0]), "--at", AT, "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["status"] == "Optimal"
+
+
+def _bad(**spec_fields):
+    return pools.document(**spec_fields)
+
+
+BAD_POOLS = {
+    "missing field": (
+        _bad(modelServer={"gpusPerReplica": 1}),
+        "spec.modelServer.tokensPerSecondPerReplica: required field is missing",
+    ),
+    "wrong type": (
+        _bad(modelServer={"gpusPerReplica": "two", "tokensPerSecondPerReplica": 100}),
+        "spec.modelServer.gpusPerReplica: Input should be a valid integer",
+    ),
+    "negative price": (
+        _bad(gpuClasses=[pools.gpu_class(onDemand=-1.0)]),
+        "spec.gpuClasses[0].prices.onDemand: Input should be greater than or equal to 0",
+    ),
+    "unknown region in a commitment": (
+        _bad(commitments=[{"gpuClass": "gpu", "region": "mars-1", "gpus": 8}]),
+        "spec.commitments[0].region: every commitment must name a declared region; 'mars-1' is not one",
+    ),
+    "non-existent time zone": (
+        _bad(regions=[pools.region("r1", tz="Asia/Atlantis")]),
+        "spec.regions[0].timeZone: unknown IANA time zone 'Asia/Atlantis'",
+    ),
+    "peak below baseline": (
+        _bad(regions=[pools.region("r1", base=100, peak=50)]),
+        "spec.regions[0].demand.peakTokensPerSecond: peakTokensPerSecond must be at least baselineTokensPerSecond",
+    ),
+    "unknown field": (
+        _bad(polcy={}),
+        "spec.polcy: unknown field",
+    ),
+    "fraction above one": (
+        _bad(policy={"maxSpotFraction": 1.5}),
+        "spec.policy.maxSpotFraction: Input should be less than or equal to 1",
+    ),
+    "latency to an undeclared region": (
+        _bad(policy={"routing": {"latencies": [{"from": "r1", "to": "r9", "milliseconds": 5}]}}),
+        "spec.policy.routing.latencies[0].to: every latency entry must name declared regions; 'r9' is not one",
+    ),
+    "not YAML": ("regions: [unclosed", "(yaml): not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_POOLS), ids=list(BAD_POOLS))
+def test_bad_pools_get_a_clear_error_naming_the_field_and_exit_code_2(case, tmp_path):
+    document, message = BAD_POOLS[case]
+    run = subprocess.run(
+        [sys.executable, "-m", "sunblend.cli", "plan", _write(tmp_path, document), "--at", AT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": ""},
+    )
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_a_missing_file_and_a_bad_time_exit_2(tmp_path, capsys):
+    assert cli.main(["plan", str(tmp_path / "nope.yaml")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+    assert cli.main(["plan", str(EXAMPLES[0]), "--at", "tomorrow"]) == 2
+    assert "--at: 'tomorrow' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_an_infeasible_pool_exits_1_with_the_reason(tmp_path, capsys):
+    document = pools.document(policy={"budgetDollarsPerHour": 1})
+    assert cli.main(["plan", _write(tmp_path, document), "--at", AT, "-o", "json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "Infeasible"
+    assert result["message"].startswith("budget 1 $/h is below the cheapest feasible plan, 3.00 $/h")
