@@ -119,4 +119,6 @@ def test_an_infeasible_pool_exits_1_with_the_reason(tmp_path, capsys):
     assert cli.main(["plan", _write(tmp_path, document), "--at", AT, "-o", "json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "Infeasible"
-    assert result["message"].startswith("budget 1 $/h is below the cheapest feasible plan, 3.00 $/h")
+    assert result["message"] == (
+        "budget 1 $/h is below the cheapest feasible plan, 6.00 $/h, at 14:00 UTC"
+    )  # 120 tok/s with headroom: 2 GPUs
