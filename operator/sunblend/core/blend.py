@@ -9,7 +9,6 @@ one solve; otherwise the whole horizon is one block. Callers: the CLI, the opera
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 import pulp
 
 from sunblend.api.spec import CapacityType, SolverName
-from sunblend.core import assemble, explain, greedy
+from sunblend.core import assemble, explain, greedy, highs
 from sunblend.core.plan import Marginal, Plan, SolveStatus
 from sunblend.core.problem import BlendProblem
 
@@ -44,6 +43,7 @@ class BlockModel:
     routed: dict[tuple[str, str, int], pulp.LpVariable] = field(default_factory=dict)  # (user, server, hour)
     committed: dict[int, pulp.LpVariable] = field(default_factory=dict)  # offer -> nodes to hold (sizing)
     rows: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # row name -> (kind, hour, subject)
+    gap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,26 +252,31 @@ def _change_rows(problem: BlendProblem, model: BlockModel, objective: pulp.LpAff
             _row(model, moves <= problem.max_node_changes_per_hour, "changes", t, "")
 
 
-def _solver(problem: BlendProblem, time_limit: float, relaxed: bool = False) -> pulp.LpSolver:
+def _cbc(problem: BlendProblem, time_limit: float) -> pulp.LpSolver:
     settings = problem.solver
     limit = max(time_limit, 0.05)
-    if settings.name is SolverName.CBC:
-        # A system CBC (COIN_CMD) when there is one; PuLP's bundled CBC, deprecated, otherwise.
-        cbc = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
-        if cbc.available():
-            return cbc
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
-    return pulp.HiGHS(msg=False, timeLimit=limit, gapRel=settings.relative_gap, mip=not relaxed, threads=1)
+    # A system CBC (COIN_CMD) when there is one; PuLP's bundled CBC, deprecated, otherwise.
+    cbc = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
+    if cbc.available():
+        return cbc
+    return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=settings.relative_gap)
 
 
-def solve(problem: BlendProblem, model: BlockModel, time_limit: float) -> SolveStatus:
-    """Run the solver on a built block and map its verdict to our status.
+def solve(problem: BlendProblem, model: BlockModel, time_limit: float, relaxed: bool = False) -> SolveStatus:
+    """Run the solver on a built block and map its verdict to our status; records the MIP gap.
 
-    PuLP reports "Optimal" after a time limit when HiGHS holds an incumbent, so the solution
-    status (``sol_status``) decides: proven within the gap is Optimal, an incumbent is Feasible.
+    HiGHS runs in-process (``core.highs``); CBC through PuLP, whose "Optimal" after a time
+    limit is corrected by the solution status (``status_from``).
     """
+    limit = max(time_limit, 0.05)
+    if problem.solver.name is SolverName.HIGHS:
+        try:
+            status, model.gap = highs.solve(model.lp, model.rows, limit, problem.solver.relative_gap, relaxed)
+        except (RuntimeError, ValueError) as error:
+            raise PlanningError(f"HiGHS failed: {error}") from error
+        return status
     try:
-        model.lp.solve(_solver(problem, time_limit))
+        model.lp.solve(_cbc(problem, limit))
     except pulp.PulpSolverError as error:
         raise PlanningError(f"solver failed: {error}") from error
     return status_from(model.lp.status, model.lp.sol_status)
@@ -286,14 +291,6 @@ def status_from(lp_status: int, sol_status: int) -> SolveStatus:
     if lp_status == pulp.LpStatusInfeasible or sol_status == pulp.LpSolutionInfeasible:
         return SolveStatus.INFEASIBLE
     return SolveStatus.ERROR
-
-
-def _gap(model: BlockModel) -> float | None:
-    highs = getattr(model.lp, "solverModel", None)
-    if highs is None:
-        return None
-    gap = float(highs.getInfo().mip_gap)
-    return gap if math.isfinite(gap) else None
 
 
 def extract(problem: BlendProblem, model: BlockModel, status: SolveStatus) -> BlockResult:
@@ -312,14 +309,13 @@ def extract(problem: BlendProblem, model: BlockModel, status: SolveStatus) -> Bl
                 offer = problem.offers[int(subject)]
                 subject = f"{offer.gpu_class} in {offer.region}"
             binding.append(explain.describe_row(kind, subject))
-    return BlockResult(status, nodes, routed, committed, tuple(dict.fromkeys(binding)), _gap(model))
+    return BlockResult(status, nodes, routed, committed, tuple(dict.fromkeys(binding)), model.gap)
 
 
 def marginals(problem: BlendProblem, hours: tuple[int, ...]) -> tuple[Marginal, ...]:
     """Duals of the LP relaxation for the first hour: what one more unit of a limit is worth."""
     model = build(problem, hours, relax_integers=True)
-    model.lp.solve(_solver(problem, problem.solver.time_limit_seconds, relaxed=True))
-    if model.lp.status != pulp.LpStatusOptimal:
+    if solve(problem, model, problem.solver.time_limit_seconds, relaxed=True) is not SolveStatus.OPTIMAL:
         return ()
     first = hours[0]
     found = []
@@ -404,17 +400,20 @@ def _status_of(results: Iterable[BlockResult]) -> SolveStatus:
     return SolveStatus.OPTIMAL
 
 
-def plan(problem: BlendProblem) -> Plan:
-    """Plan ``problem``: validate, then build, solve and extract each block; fall back to greedy on solver errors."""
+def plan(problem: BlendProblem, decompose: bool = True) -> Plan:
+    """Plan ``problem``: validate, then build, solve and extract each block; fall back to greedy on solver errors.
+
+    ``decompose=False`` solves the whole horizon as one MILP: the baseline the benchmark compares against.
+    """
     started = time.perf_counter()
     reasons = validate(problem)
     if reasons:
         return Plan(SolveStatus.INFEASIBLE, problem.solver.name.value, "; ".join(reasons), problem.hours)
     try:
-        together = coupled(problem)
+        together = coupled(problem) or not decompose
         results: dict[tuple[int, ...], BlockResult] = {}
         solves = 0
-        if not problem.size_commitments and problem.change_penalty_dollars_per_node == 0:
+        if decompose and not problem.size_commitments and problem.change_penalty_dollars_per_node == 0:
             # The hours one by one relax the node-change cap. If that is infeasible, so is the
             # whole; if its optimum keeps the cap, it is the optimum of the whole.
             results, solves = _solve_blocks(problem, started, together=False)
@@ -454,7 +453,7 @@ def plan(problem: BlendProblem) -> Plan:
     )
     savings = None
     if problem.size_commitments:
-        held_only = plan(dataclasses.replace(problem, size_commitments=False))
+        held_only = plan(dataclasses.replace(problem, size_commitments=False), decompose)
         if held_only.has_solution:
             savings = held_only.total_dollars - assembled.total_dollars
     return _replace(
