@@ -25,6 +25,7 @@ test: $(STAMP)
 ## crd: regenerate the CRD from the models into crds/
 crd: $(STAMP)
 	$(BIN)/sunblend crd -f crds/inferencepools.sunblend.dev.yaml
+	cp crds/inferencepools.sunblend.dev.yaml charts/sunblend/crds/
 
 ## bench: planner build and solve time as pools grow; writes bench/results/planner.json
 bench: $(STAMP)

@@ -59,7 +59,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.png:
         from sunblend.present import chart  # matplotlib is slow to import; only when asked
 
-        chart.draw(result, blend_problem, Path(args.png), f"{name}: {result.status.value}")
+        try:
+            chart.draw(result, blend_problem, Path(args.png), f"{name}: {result.status.value}")
+        except OSError as error:
+            raise UsageError(f"--png: cannot write {args.png}: {error.strerror}") from None
     return 0 if result.has_solution else 1
 
 
@@ -67,7 +70,10 @@ def cmd_crd(args: argparse.Namespace) -> int:
     """Print the CRD, or write it to a file."""
     text = crd.render()
     if args.output_file:
-        Path(args.output_file).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output_file).write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"--output-file: cannot write {args.output_file}: {error.strerror}") from None
     else:
         sys.stdout.write(text)
     return 0

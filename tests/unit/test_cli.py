@@ -112,6 +112,8 @@ def test_a_missing_file_and_a_bad_time_exit_2(tmp_path, capsys):
     assert "No such file or directory" in capsys.readouterr().err
     assert cli.main(["plan", str(EXAMPLES[0]), "--at", "tomorrow"]) == 2
     assert "--at: 'tomorrow' is not an ISO 8601 time" in capsys.readouterr().err
+    assert cli.main(["plan", str(EXAMPLES[0]), "--png", str(tmp_path / "no" / "such" / "dir.png")]) == 2
+    assert "--png: cannot write" in capsys.readouterr().err
 
 
 def test_an_infeasible_pool_exits_1_with_the_reason(tmp_path, capsys):

@@ -73,7 +73,7 @@ def solve(
     highs.setOptionValue("time_limit", float(time_limit))
     highs.setOptionValue("mip_rel_gap", float(relative_gap))
     # A feasible plan is easy to find (the greedy one is); the feasibility-jump heuristic only
-    # costs time here: about 40% of the solve on the benchmark's per-hour models.
+    # costs time here: 0.41 s -> 0.26 s on the benchmark's 24 per-hour 8x6 models, one run.
     highs.setOptionValue("mip_heuristic_run_feasibility_jump", False)
     highs.passModel(model)
     highs.run()

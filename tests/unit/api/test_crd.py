@@ -54,3 +54,8 @@ def test_a_minimal_pool_is_filled_in_by_defaults():
     assert policy["properties"]["headroom"]["default"] == 0.2
     assert spec["properties"]["planning"]["properties"]["horizonHours"]["default"] == 24
     assert spec["properties"]["regions"]["x-kubernetes-list-type"] == "map"
+
+
+def test_the_chart_ships_the_same_crd():
+    chart_copy = ROOT / "charts" / "sunblend" / "crds" / COMMITTED.name
+    assert chart_copy.read_text() == COMMITTED.read_text(), "charts/sunblend/crds drifted: run `make crd`"
