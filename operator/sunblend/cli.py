@@ -79,6 +79,26 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the operator against the cluster in $KUBECONFIG (or in-cluster)."""
+    from sunblend.handlers import operator  # kopf registers handlers on import: only when running
+
+    operator.run(
+        operator.Options(
+            namespaces=args.namespace or (),
+            clusterwide=not args.namespace,
+            standalone=not args.peering,
+            peering_name=args.peering or "sunblend",
+            priority=args.priority,
+            liveness_endpoint=args.liveness or None,
+            metrics_port=args.metrics_port or None,
+            metrics_address=args.metrics_address,
+            capacity_type_rules=Path(args.capacity_type_rules) if args.capacity_type_rules else None,
+        )
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
     top = argparse.ArgumentParser(prog="sunblend", description="Plan GPU capacity for LLM inference pools.")
@@ -89,6 +109,15 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--at", help="plan from this ISO 8601 time instead of now")
     plan.add_argument("--png", help="write a chart of GPUs by capacity type per region")
     plan.set_defaults(run=cmd_plan)
+    run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
+    run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--peering", help="peer with other replicas under this KopfPeering name (default: standalone)")
+    run.add_argument("--priority", type=int, help="peering priority (default: derived from the pod name)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL ('' to disable)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 to disable)")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
+    run.add_argument("--capacity-type-rules", help="YAML list of {label, values} mapping node labels to capacity types")
+    run.set_defaults(run=cmd_run)
     crd_cmd = commands.add_parser("crd", help="print the InferencePool CRD generated from the models")
     crd_cmd.add_argument("-f", "--output-file", help="write to this file instead of stdout")
     crd_cmd.set_defaults(run=cmd_crd)

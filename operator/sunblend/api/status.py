@@ -6,7 +6,7 @@ operator stores survives the API server's pruning.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -82,3 +82,6 @@ class InferencePoolStatus(_Model):
     next_hours: list[HourSummary] = Field(default_factory=list)
     observed: list[RegionObservation] = Field(default_factory=list)
     message: str | None = None
+    kopf: dict[str, Any] | None = Field(
+        None, description="The operator framework's own bookkeeping (handler progress, last handled spec)."
+    )

@@ -1,0 +1,1 @@
+"""kopf glue only: thin handlers, the timer, probes, metrics and operator settings."""

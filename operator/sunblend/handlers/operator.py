@@ -1,0 +1,104 @@
+"""Starts the operator: kopf settings, Kubernetes login, metrics server, liveness probe, peering.
+
+``sunblend run`` calls ``run``. kopf's bookkeeping (handler progress and the last handled spec)
+is kept in ``status.kopf``, not in the user's annotations. kopf has no Lease-based leader
+election: several replicas must run with peering and distinct priorities (derived here from the
+pod name), or one replica runs ``--standalone``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+import yaml
+from kubernetes import client, config
+
+from sunblend.core import nodes
+from sunblend.handlers import metrics
+from sunblend.handlers import pool as _pool  # noqa: F401  (registers the handlers)
+from sunblend.observe import cluster
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run the operator."""
+
+    namespaces: Sequence[str] = ()
+    clusterwide: bool = True
+    standalone: bool = True
+    peering_name: str = "sunblend"
+    priority: int | None = None
+    liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    metrics_port: int | None = 8080
+    metrics_address: str = "0.0.0.0"
+    capacity_type_rules: Path | None = None
+    node_cache_seconds: float = 15.0
+    max_workers: int = 8
+
+
+def pod_priority(pod_name: str) -> int:
+    """A priority unique to this pod (peers with equal priorities all freeze)."""
+    return int(hashlib.sha256(pod_name.encode()).hexdigest()[:7], 16) + 1
+
+
+def _rules(path: Path | None) -> tuple[nodes.CapacityTypeRule, ...]:
+    if path is None:
+        return nodes.DEFAULT_RULES
+    return nodes.rules_from_config(yaml.safe_load(path.read_text()) or [])
+
+
+def _kubernetes() -> client.CoreV1Api:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.CoreV1Api()
+
+
+def _configure(options: Options) -> Any:
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+        settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandledConfiguration")
+        settings.posting.level = logging.WARNING  # our own events only, plus kopf's warnings
+        settings.posting.reporting_component = "sunblend"
+        settings.execution.max_workers = options.max_workers
+        settings.watching.server_timeout = 300
+        settings.peering.name = options.peering_name
+        settings.peering.standalone = options.standalone
+        if options.priority is not None:
+            settings.peering.priority = options.priority
+        memo["rules"] = _rules(options.capacity_type_rules)
+        memo["nodes"] = cluster.NodeReader(_kubernetes(), ttl_seconds=options.node_cache_seconds)
+        if options.metrics_port is not None:
+            metrics.serve(options.metrics_port, options.metrics_address)
+
+    @kopf.on.probe(id="pools")
+    def pools(**_: Any) -> int:
+        return metrics.tracked_pools()
+
+    return configure
+
+
+def run(options: Options) -> None:
+    """Run the operator until interrupted."""
+    _configure(options)
+    priority = options.priority
+    if priority is None and not options.standalone:
+        priority = pod_priority(os.environ.get("POD_NAME") or os.uname().nodename)
+    kopf.run(
+        clusterwide=options.clusterwide and not options.namespaces,
+        namespaces=list(options.namespaces),
+        standalone=options.standalone,
+        priority=priority,
+        peering_name=options.peering_name,
+        liveness_endpoint=options.liveness_endpoint,
+        memo=kopf.Memo(),
+    )

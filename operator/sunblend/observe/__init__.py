@@ -1,0 +1,1 @@
+"""Read-only adapters: the cluster snapshot (kubernetes), and later Prometheus and NVML."""
