@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
 
-.PHONY: plan test unit lint crd bench clean
+.PHONY: plan test crd bench clean cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
@@ -18,9 +18,23 @@ $(STAMP): pyproject.toml
 plan: $(STAMP)
 	$(BIN)/sunblend plan $(EXAMPLE)
 
-## test: every test: lint, types, layer contracts, CRD drift, unit and property tests
-test: $(STAMP)
+## test: every test: lint, types, layer contracts, CRD drift, unit, property and e2e tests
+## (e2e runs against a real kube-apiserver started from hack/cluster.sh; the first build of its
+## binaries takes a while and is cached outside the repository)
+test: $(STAMP) cluster-build
 	$(BIN)/pytest
+
+## cluster-build: build etcd, kube-apiserver, controller-manager, scheduler, kwok and helm once
+cluster-build:
+	bash hack/cluster.sh build
+
+## cluster: start the local control plane (idempotent); prints the KUBECONFIG to export
+cluster: cluster-build
+	bash hack/cluster.sh up
+
+## cluster-down: stop the local control plane and every process it started
+cluster-down:
+	bash hack/cluster.sh down
 
 ## crd: regenerate the CRD from the models into crds/
 crd: $(STAMP)

@@ -164,7 +164,8 @@ def build(
                 continue
             for server in problem.serving_regions(user):
                 if problem.offers_in(server):
-                    model.routed[(user, server, t)] = model.lp.add_variable(f"y_{len(model.routed)}", lowBound=0)
+                    name = f"y_{problem.regions.index(user)}_{problem.regions.index(server)}_{t}"
+                    model.routed[(user, server, t)] = model.lp.add_variable(name, lowBound=0)
 
     for t in hours:
         _hour_rows(problem, model, t, skip)
@@ -353,7 +354,8 @@ def _solve_blocks(
             results[hours] = _shift(result, source, hours[0])
             continue
         remaining = problem.solver.time_limit_seconds - (time.perf_counter() - started)
-        model = build(problem, hours)
+        # Hour by hour is the relaxation without the change rows; together keeps them.
+        model = build(problem, hours, leave_out=() if together else (CHANGES,))
         status = solve(problem, model, remaining)
         solves += 1
         result = extract(problem, model, status)

@@ -20,9 +20,9 @@ import kopf
 import yaml
 from kubernetes import client, config
 
+from sunblend.actuate import status as status_writer
 from sunblend.core import nodes
-from sunblend.handlers import metrics
-from sunblend.handlers import pool as _pool  # noqa: F401  (registers the handlers)
+from sunblend.handlers import metrics, pool
 from sunblend.observe import cluster
 
 
@@ -54,12 +54,12 @@ def _rules(path: Path | None) -> tuple[nodes.CapacityTypeRule, ...]:
     return nodes.rules_from_config(yaml.safe_load(path.read_text()) or [])
 
 
-def _kubernetes() -> client.CoreV1Api:
+def _kubernetes() -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.CoreV1Api()
+    return client.ApiClient()
 
 
 def _configure(options: Options) -> Any:
@@ -71,14 +71,20 @@ def _configure(options: Options) -> Any:
         settings.posting.reporting_component = "sunblend"
         settings.execution.max_workers = options.max_workers
         settings.watching.server_timeout = 300
-        settings.peering.name = options.peering_name
-        settings.peering.standalone = options.standalone
-        if options.priority is not None:
-            settings.peering.priority = options.priority
+        api = _kubernetes()
+        core = client.CoreV1Api(api)
         memo["rules"] = _rules(options.capacity_type_rules)
-        memo["nodes"] = cluster.NodeReader(_kubernetes(), ttl_seconds=options.node_cache_seconds)
+        memo["nodes"] = cluster.NodeReader(core, ttl_seconds=options.node_cache_seconds)
+        memo["replanner"] = pool.Replanner(memo, status_writer.StatusWriter(client.CustomObjectsApi(api), core))
+        memo["replanner"].start()
         if options.metrics_port is not None:
             metrics.serve(options.metrics_port, options.metrics_address)
+
+    @kopf.on.cleanup()
+    def stop_replanner(memo: kopf.Memo, **_: Any) -> None:
+        replanner = memo.get("replanner")
+        if replanner is not None:
+            replanner.stop()
 
     @kopf.on.probe(id="pools")
     def pools(**_: Any) -> int:
@@ -89,6 +95,7 @@ def _configure(options: Options) -> Any:
 
 def run(options: Options) -> None:
     """Run the operator until interrupted."""
+    kopf.configure(debug=os.environ.get("SUNBLEND_DEBUG") == "1")  # kopf's plain log format on stderr, INFO and up
     _configure(options)
     priority = options.priority
     if priority is None and not options.standalone:
@@ -98,7 +105,9 @@ def run(options: Options) -> None:
         namespaces=list(options.namespaces),
         standalone=options.standalone,
         priority=priority,
-        peering_name=options.peering_name,
+        # Naming a peering makes it mandatory in kopf (it pauses until the peering CRD exists),
+        # so a standalone operator names none.
+        peering_name=None if options.standalone else options.peering_name,
         liveness_endpoint=options.liveness_endpoint,
         memo=kopf.Memo(),
     )

@@ -1,38 +1,38 @@
-"""kopf handlers for InferencePool: create, update, resume, delete, and the hourly re-plan timer.
+"""kopf handlers for InferencePool, and the hourly re-plan loop.
 
 Thin: each handler reads the clock, calls ``handlers.reconcile``, and applies what it returns
 (status patch, events, metrics). Handlers are synchronous; kopf runs them in its thread pool.
-No handler is a deletion blocker, so no finalizer is ever added.
+No handler blocks deletion and there are no per-object timers or daemons, so kopf never adds a
+finalizer. Instead one loop per operator (``Replanner``) re-plans every pool at each hour
+boundary and when its GPU nodes change, from the latest bodies kopf has seen.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
+from sunblend.actuate import status as status_writer
 from sunblend.api import constants
 from sunblend.handlers import metrics, reconcile
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
-TIMER_SECONDS = 60.0
+LOOP_SECONDS = 30.0
+
+logger = logging.getLogger(__name__)
 
 
-def _apply(outcome: reconcile.Outcome, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    patch.setdefault("status", {}).update(outcome.status)
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    metrics.record(body.metadata.namespace or "", body.metadata.name or "", outcome.plan)
-    memo.setdefault("fingerprints", {})[body.metadata.uid] = outcome.nodes_fingerprint
-
-
-def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    started = time.perf_counter()
-    outcome = reconcile.reconcile(body, dt.datetime.now(dt.UTC), memo.get("nodes"), memo.get("rules", ()))
-    _apply(outcome, body, patch, memo)
-    metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, memo: kopf.Memo, seconds: float) -> None:
+    meta = body["metadata"]
+    metrics.record(meta.get("namespace", ""), meta.get("name", ""), outcome.plan)
+    metrics.RECONCILE_SECONDS.observe(seconds)
+    memo.setdefault("fingerprints", {})[meta.get("uid")] = outcome.nodes_fingerprint
 
 
 @kopf.on.resume(*RESOURCE)
@@ -40,32 +40,87 @@ def _run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
 @kopf.on.update(*RESOURCE, field="spec")
 def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Re-plan when a pool appears, changes, or the operator restarts."""
-    _run(body, patch, memo)
+    started = time.perf_counter()
+    outcome = reconcile.reconcile(body, dt.datetime.now(dt.UTC), memo.get("nodes"), memo.get("rules", ()))
+    patch.setdefault("status", {}).update(outcome.status)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _record(body, outcome, memo, time.perf_counter() - started)
 
 
-def _stale(body: kopf.Body, memo: kopf.Memo, now: dt.datetime) -> bool:
+@kopf.on.event(*RESOURCE)
+def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the latest body of every pool for the re-plan loop; forget deleted pools."""
+    pools: dict[tuple[str, str], dict[str, Any]] = memo.setdefault("pools", {})
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    if event.get("type") == "DELETED":
+        pools.pop(key, None)
+        metrics.forget(*key)
+    else:
+        pools[key] = dict(body)
+
+
+def stale(body: dict[str, Any], now: dt.datetime, nodes_changed: Callable[[dict[str, Any]], bool]) -> bool:
+    """Whether a handled pool needs a new plan: a new hour, or its nodes changed."""
     status = body.get("status") or {}
-    hour = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:00:00Z")
-    if status.get("observedGeneration") != body.metadata.get("generation"):
-        return False  # the change handler has it
-    if status.get("plannedHour") not in (None, hour) or "conditions" not in status:
-        return True
-    reader = memo.get("nodes")
-    if reader is None:
+    if status.get("observedGeneration") != body.get("metadata", {}).get("generation"):
+        return False  # the change handlers have it
+    if "conditions" not in status:
         return False
-    pool_fingerprint = memo.get("fingerprints", {}).get(body.metadata.uid)
-    outcome_now = reconcile.fingerprint_of(body, reader, memo.get("rules", ()))
-    return pool_fingerprint is not None and outcome_now != pool_fingerprint
+    hour = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:00:00Z")
+    if status.get("plannedHour") not in (None, hour):
+        return True
+    return nodes_changed(body)
 
 
-@kopf.timer(*RESOURCE, interval=TIMER_SECONDS, initial_delay=TIMER_SECONDS)
-def replan_on_the_hour(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Re-plan at each hour boundary, and when the pool's GPU nodes change."""
-    if _stale(body, memo, dt.datetime.now(dt.UTC)):
-        _run(body, patch, memo)
+class Replanner:
+    """One background thread re-planning stale pools, instead of one kopf timer per pool."""
 
+    def __init__(self, memo: kopf.Memo, writer: status_writer.StatusWriter, interval: float = LOOP_SECONDS) -> None:
+        self._memo = memo
+        self._writer = writer
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sunblend-replanner", daemon=True)
 
-@kopf.on.delete(*RESOURCE, optional=True)
-def forget_pool(body: kopf.Body, **_: Any) -> None:
-    """Drop a deleted pool's metrics (optional: no finalizer is added for this)."""
-    metrics.forget(body.metadata.namespace or "", body.metadata.name or "")
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _nodes_changed(self, body: dict[str, Any]) -> bool:
+        reader = self._memo.get("nodes")
+        known: str | None = self._memo.get("fingerprints", {}).get(body["metadata"].get("uid"))
+        if reader is None or known is None:
+            return False
+        return reconcile.fingerprint_of(body, reader, self._memo.get("rules", ())) != known
+
+    def run_once(self, now: dt.datetime) -> int:
+        """Re-plan every stale pool; return how many were re-planned."""
+        count = 0
+        for body in list(self._memo.get("pools", {}).values()):
+            if not stale(body, now, self._nodes_changed):
+                continue
+            started = time.perf_counter()
+            outcome = reconcile.reconcile(body, now, self._memo.get("nodes"), self._memo.get("rules", ()))
+            meta = body["metadata"]
+            try:
+                if not self._writer.patch_status(meta["namespace"], meta["name"], outcome.status):
+                    continue
+            except status_writer.StatusRejected as error:
+                logger.error("%s", error)
+                continue
+            for event in outcome.events:
+                self._writer.post_event(body, event.type, event.reason, event.message, now)
+            _record(body, outcome, self._memo, time.perf_counter() - started)
+            count += 1
+        return count
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once(dt.datetime.now(dt.UTC))
+            except Exception:  # the loop must survive one bad pass; the next pass retries
+                logger.exception("re-plan pass failed")

@@ -50,7 +50,9 @@ def test_names_status_printer_columns_and_rules():
 def test_a_minimal_pool_is_filled_in_by_defaults():
     spec = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     policy = spec["properties"]["policy"]
-    assert policy["default"] == {}
+    assert policy["default"]["headroom"] == 0.2 and "routing" in policy["default"]
+    busy_hours = spec["properties"]["regions"]["items"]["properties"]["demand"]["properties"]["busyHours"]
+    assert busy_hours["default"] == {"start": 9, "end": 18}  # CEL reads them: no bare {}
     assert policy["properties"]["headroom"]["default"] == 0.2
     assert spec["properties"]["planning"]["properties"]["horizonHours"]["default"] == 24
     assert spec["properties"]["regions"]["x-kubernetes-list-type"] == "map"
