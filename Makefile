@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
 
-.PHONY: plan test crd bench clean cluster cluster-build cluster-down
+.PHONY: demo demo-down plan test crd bench clean cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
@@ -13,6 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+## demo: the main job: local control plane, chart, kwok GPU nodes, operator, India/UK pool
+demo: $(STAMP)
+	bash hack/demo.sh up
+
+## demo-down: stop the demo's operator and its local control plane
+demo-down:
+	bash hack/demo.sh down
 
 ## plan: plan the example India/UK pool and print the plan (the README's main job for now)
 plan: $(STAMP)
