@@ -57,7 +57,23 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
         pools.pop(key, None)
         metrics.forget(*key)
     else:
-        pools[key] = dict(body)
+        pools[key] = _essentials(body)
+
+
+# What a re-plan reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
+# bookkeeping) is left out to keep the operator's memory flat as pools grow.
+_STATUS_READ = ("observedGeneration", "conditions", "plannedHour", "current", "message")
+
+
+def _essentials(body: kopf.Body) -> dict[str, Any]:
+    status = body.get("status") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "uid", "generation")},
+        "spec": dict(body.spec),
+        "status": {k: status[k] for k in _STATUS_READ if k in status},
+    }
 
 
 def stale(body: dict[str, Any], now: dt.datetime, nodes_changed: Callable[[dict[str, Any]], bool]) -> bool:
