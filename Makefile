@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
 
-.PHONY: demo demo-down plan test crd bench clean cluster cluster-build cluster-down
+.PHONY: demo demo-down plan test crd bench bench-reconcile clean cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
@@ -52,6 +52,10 @@ crd: $(STAMP)
 ## bench: planner build and solve time as pools grow; writes bench/results/planner.json
 bench: $(STAMP)
 	$(BIN)/python bench/planner.py --out bench/results/planner.json
+
+## bench-reconcile: apply-to-Ready latency and operator memory with 1, 100 and 1,000 pools
+bench-reconcile: $(STAMP) cluster-build
+	$(BIN)/python bench/reconcile.py --out bench/results/reconcile.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import copy
 import json
 import os
@@ -173,9 +174,14 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/reconcile.json")
     parser.add_argument("--rounds", default="1,100,1000", help="pool counts, comma-separated")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--show", help="only print the table of an earlier run's JSON")
     args = parser.parse_args()
+    if args.show:
+        render(json.loads(Path(args.show).read_text())["rounds"])
+        return 0
     template = yaml.safe_load((ROOT / "examples" / "follow-the-sun-india-uk.yaml").read_text())
-    with tempfile.TemporaryDirectory(prefix="sunblend-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="sunblend-bench-"))
         state = Path(tmp) / "cluster"
         exports = cluster("up", state)
         kubeconfig = next(line.split("=", 1)[1] for line in exports.splitlines() if "KUBECONFIG" in line)
@@ -188,7 +194,7 @@ def main() -> int:
             time.sleep(2)
             config.load_kube_config(kubeconfig)
             api, core = client.CustomObjectsApi(), client.CoreV1Api()
-            log = open(Path(tmp) / "operator.log", "wb")  # noqa: SIM115
+            log = stack.enter_context((Path(tmp) / "operator.log").open("wb"))
             liveness = free_port()
             operator = subprocess.Popen(
                 [
@@ -228,24 +234,51 @@ def main() -> int:
             indent=2,
         )
     )
-    table = Table(title="Operator: apply -> Ready=True (pools created by 8 client threads)")
-    for column in ("pools", "ready", "create s", "all ready s", "p50 s", "p99 s", "RSS MiB", "peak RSS MiB"):
+    render(rounds)
+    print(f"wrote {out}")
+    return 0
+
+
+def render(rounds: list[dict]) -> None:
+    """Print the results as a table."""
+    table = Table(
+        title="Operator: apply -> Ready=True. Burst: N pools created at once by 8 client threads; "
+        f"steady: {STEADY_SAMPLES} more applied one at a time with the N in place"
+    )
+    columns = (
+        "pools",
+        "ready",
+        "create s",
+        "all ready s",
+        "burst p50 s",
+        "burst p99 s",
+        "steady p50 s",
+        "steady p99 s",
+        "RSS MiB",
+        "peak RSS MiB",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     for r in rounds:
         mem = r["memory_kib"]
         table.add_row(
-            str(r["pools"]),
-            str(r["ready"]),
-            str(r["create_seconds"]),
-            str(r["all_ready_seconds"]),
-            str(r["p50_seconds"]),
-            str(r["p99_seconds"]),
+            *(
+                str(r[k])
+                for k in (
+                    "pools",
+                    "ready",
+                    "create_seconds",
+                    "all_ready_seconds",
+                    "p50_seconds",
+                    "p99_seconds",
+                    "steady_p50_seconds",
+                    "steady_p99_seconds",
+                )
+            ),
             f"{mem['VmRSS'] / 1024:.0f}",
             f"{mem['VmHWM'] / 1024:.0f}",
         )
     Console().print(table)
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

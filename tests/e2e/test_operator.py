@@ -215,6 +215,8 @@ def test_the_operator_exposes_metrics_and_liveness(operator, namespace):
         ("patch", "inferencepools.sunblend.dev/status", True),
         ("create", "events", True),
         ("list", "nodes", True),
+        ("get", "deployments.apps", True),
+        ("patch", "deployments.apps", False),
         ("delete", "inferencepools.sunblend.dev", False),
         ("create", "inferencepools.sunblend.dev", False),
         ("get", "secrets", False),
@@ -231,3 +233,40 @@ def test_the_service_account_can_do_what_the_operator_needs_and_nothing_more(cha
         subresource = ["--subresource", sub]
     run = chart.kubectl("auth", "can-i", verb, resource, *subresource, "--as", SERVICE_ACCOUNT, "-A", check=False)
     assert run.stdout.strip() == ("yes" if allowed else "no"), run.stdout + run.stderr
+
+
+def test_the_status_shows_the_model_servers_replicas(operator, namespace):
+    cluster = operator.cluster
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "vllm-llama-70b"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "vllm"}},
+            "template": {
+                "metadata": {"labels": {"app": "vllm"}},
+                "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]},
+            },
+        },
+    }
+    cluster.apply(deployment, namespace)
+    cluster.apply(_example(), namespace)
+    pool = wait_for(
+        lambda: (
+            (p := cluster.get("inferencepools.sunblend.dev", "chat-india-uk", "-n", namespace))
+            .get("status", {})
+            .get("workload")
+            and p
+        ),
+        10,
+        what="status.workload",
+    )
+    workload = pool["status"]["workload"]
+    assert (workload["kind"], workload["name"], workload["found"], workload["replicas"]) == (
+        "Deployment",
+        "vllm-llama-70b",
+        True,
+        3,
+    )
+    assert workload["plannedReplicas"] == sum(c["replicas"] for c in pool["status"]["current"])

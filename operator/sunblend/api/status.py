@@ -65,6 +65,17 @@ class RegionObservation(_Model):
     demand_tokens_per_second: float | None = None
 
 
+class WorkloadReplicas(_Model):
+    """Replicas of the workload named by ``spec.modelServer.workloadRef``, as observed."""
+
+    kind: str
+    name: str
+    found: bool
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    planned_replicas: int | None = Field(None, description="Replicas the plan has room for this hour.")
+
+
 class InferencePoolStatus(_Model):
     """What the operator reports about a pool."""
 
@@ -81,6 +92,7 @@ class InferencePoolStatus(_Model):
     routes: list[Route] = Field(default_factory=list)
     next_hours: list[HourSummary] = Field(default_factory=list)
     observed: list[RegionObservation] = Field(default_factory=list)
+    workload: WorkloadReplicas | None = None
     message: str | None = None
     kopf: dict[str, Any] | None = Field(
         None, description="The operator framework's own bookkeeping (handler progress, last handled spec)."

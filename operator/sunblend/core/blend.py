@@ -426,7 +426,7 @@ def plan(problem: BlendProblem, decompose: bool = True) -> Plan:
             solves += more
     except PlanningError as error:
         fallback = greedy.plan(problem)
-        return _replace(fallback, message=f"{error}; greedy fallback used. {fallback.message}".strip())
+        return _replace(fallback, message=f"{error}; {fallback.message}")
     status = _status_of(results.values())
     solve_seconds = time.perf_counter() - started
     if status is SolveStatus.INFEASIBLE:
@@ -434,7 +434,7 @@ def plan(problem: BlendProblem, decompose: bool = True) -> Plan:
         return Plan(status, problem.solver.name.value, message, problem.hours, solve_seconds=solve_seconds)
     if status is SolveStatus.ERROR:
         fallback = greedy.plan(problem)
-        return _replace(fallback, message="solver returned no solution in time; greedy fallback used")
+        return _replace(fallback, message=f"solver returned no solution in time; {fallback.message}")
     nodes: dict[tuple[int, int], int] = {}
     routed: dict[tuple[str, str, int], float] = {}
     committed: dict[int, int] = {}

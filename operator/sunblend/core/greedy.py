@@ -109,7 +109,7 @@ def plan(problem: BlendProblem) -> Plan:
         for h in result.hour_costs
         if problem.budget_dollars_per_hour is not None and h.dollars > problem.budget_dollars_per_hour + 1e-6
     ]
-    message = "greedy plan; it ignores maxNodeChangesPerHour"
+    message = "greedy fallback plan; it ignores maxNodeChangesPerHour"
     if over:
         message += f"; over budget in {len(over)} hour(s)"
     return dataclasses.replace(result, message=message)

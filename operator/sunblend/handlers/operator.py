@@ -75,6 +75,7 @@ def _configure(options: Options) -> Any:
         core = client.CoreV1Api(api)
         memo["rules"] = _rules(options.capacity_type_rules)
         memo["nodes"] = cluster.NodeReader(core, ttl_seconds=options.node_cache_seconds)
+        memo["workloads"] = cluster.WorkloadReader(client.AppsV1Api(api))
         memo["replanner"] = pool.Replanner(memo, status_writer.StatusWriter(client.CustomObjectsApi(api), core))
         memo["replanner"].start()
         if options.metrics_port is not None:

@@ -41,7 +41,9 @@ def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, memo: 
 def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Re-plan when a pool appears, changes, or the operator restarts."""
     started = time.perf_counter()
-    outcome = reconcile.reconcile(body, dt.datetime.now(dt.UTC), memo.get("nodes"), memo.get("rules", ()))
+    outcome = reconcile.reconcile(
+        body, dt.datetime.now(dt.UTC), memo.get("nodes"), memo.get("rules", ()), memo.get("workloads")
+    )
     patch.setdefault("status", {}).update(outcome.status)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -120,7 +122,9 @@ class Replanner:
             if not stale(body, now, self._nodes_changed):
                 continue
             started = time.perf_counter()
-            outcome = reconcile.reconcile(body, now, self._memo.get("nodes"), self._memo.get("rules", ()))
+            outcome = reconcile.reconcile(
+                body, now, self._memo.get("nodes"), self._memo.get("rules", ()), self._memo.get("workloads")
+            )
             meta = body["metadata"]
             try:
                 if not self._writer.patch_status(meta["namespace"], meta["name"], outcome.status):

@@ -80,11 +80,30 @@ def fingerprint_of(body: Mapping[str, Any], reader: cluster.NodeReader, rules: S
     return fingerprint(_observe(pool.spec, reader, rules))
 
 
+def _workload(
+    pool: spec.InferencePool, workloads: cluster.WorkloadReader | None, result: Plan
+) -> status.WorkloadReplicas | None:
+    ref = pool.spec.model_server.workload_ref
+    if ref is None or workloads is None:
+        return None
+    planned = sum(a.replicas for a in result.allocations_at(0)) if result.has_solution else None
+    try:
+        found = workloads.replicas(pool.metadata.namespace, ref.kind, ref.name)
+    except cluster.ClusterUnavailable:
+        return None
+    if found is None:
+        return status.WorkloadReplicas(kind=ref.kind, name=ref.name, found=False, planned_replicas=planned)
+    return status.WorkloadReplicas(
+        kind=ref.kind, name=ref.name, found=True, replicas=found[0], ready_replicas=found[1], planned_replicas=planned
+    )
+
+
 def reconcile(
     body: Mapping[str, Any],
     now: dt.datetime,
     reader: cluster.NodeReader | None,
     rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+    workloads: cluster.WorkloadReader | None = None,
 ) -> Outcome:
     """Decide the status of the pool in ``body`` at ``now``."""
     meta = body.get("metadata", {})
@@ -105,6 +124,7 @@ def reconcile(
     blend_problem = problem.from_spec(pool.spec, now, current_nodes=present or {})
     result = blend.plan(blend_problem)
     new = report.planned_status(result, generation, now, previous, present)
+    new = new.model_copy(update={"workload": _workload(pool, workloads, result)})
     patch = _patch(new)
     return Outcome(patch, tuple(_events(previous_status, patch, result)), result, fingerprint(present))
 

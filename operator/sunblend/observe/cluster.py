@@ -1,8 +1,8 @@
-"""Reads GPU nodes from the Kubernetes API, by label selector, with a short-lived cache.
+"""Reads the cluster snapshot a reconcile needs: GPU nodes by label selector, workload replicas.
 
 Never watches Nodes (kopf would list the whole cluster): it lists only the nodes matching each
 GPU class's selector, and shares the answer between pools for ``ttl_seconds``. Synchronous (the
-kubernetes client is): the handlers call it from an executor. Read-only.
+kubernetes client is): kopf runs the handlers that call it in its thread pool. Read-only.
 """
 
 from __future__ import annotations
@@ -49,3 +49,29 @@ class NodeReader:
         with self._lock:
             self._cache[key] = (now, found)
         return found
+
+
+class WorkloadReader:
+    """Reads the replicas of a pool's model-server workload (Deployment or StatefulSet)."""
+
+    def __init__(self, apps: client.AppsV1Api) -> None:
+        self._apps = apps
+
+    def replicas(self, namespace: str, kind: str, name: str) -> tuple[int, int] | None:
+        """(desired, ready) replicas, or None when the workload does not exist."""
+        read = (
+            self._apps.read_namespaced_deployment if kind == "Deployment" else self._apps.read_namespaced_stateful_set
+        )
+        try:
+            workload = read(name, namespace, _request_timeout=10)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise ClusterUnavailable(
+                f"reading {kind} {namespace}/{name} failed: {error.status} {error.reason}"
+            ) from error
+        except OSError as error:
+            raise ClusterUnavailable(f"reading {kind} {namespace}/{name} failed: {error}") from error
+        desired = workload.spec.replicas if workload.spec and workload.spec.replicas is not None else 1
+        ready = (workload.status.ready_replicas if workload.status else None) or 0
+        return desired, ready

@@ -10,7 +10,7 @@ import pulp
 import pytest
 
 from sunblend.api.spec import CapacityType, SolverName
-from sunblend.core import blend, check, greedy
+from sunblend.core import blend, check, greedy, highs
 from sunblend.core.plan import SolveStatus
 from tests.unit import pools
 
@@ -231,3 +231,15 @@ def test_cbc_gives_the_same_optimum_as_highs():
     cbc = blend.plan(dataclasses.replace(problem, solver=dataclasses.replace(problem.solver, name=SolverName.CBC)))
     assert cbc.solver == "CBC"
     assert cbc.total_dollars == pytest.approx(highs.total_dollars)
+
+
+def test_a_solver_failure_falls_back_to_the_greedy_plan(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("HiGHS crashed")
+
+    monkeypatch.setattr(highs, "solve", broken)
+    problem = pools.blend_problem(regions=[pools.region("r1", base=1000)], gpuClasses=[pools.gpu_class(spot=1.0)])
+    plan = blend.plan(problem)
+    assert (plan.status, plan.solver) == (SolveStatus.FEASIBLE, "greedy")
+    assert plan.message.startswith("HiGHS failed: HiGHS crashed; greedy fallback plan")
+    assert check.violations(problem, plan) == []
