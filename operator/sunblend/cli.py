@@ -66,6 +66,56 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if result.has_solution else 1
 
 
+def _duration(text: str, flag: str) -> dt.timedelta:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return dt.timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise UsageError(f"{flag}: {text!r} is not a duration like 30s, 1m or 1h") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Replay traces under one policy (or all) and report cost and served demand."""
+    from sunblend.sim import engine, policies, traces
+    from sunblend.sim import run as sim_run
+
+    pool = load.load_text(_read(args.pool))
+    try:
+        replayed = traces.Traces(
+            demand=traces.read_demand(Path(args.demand), args.tokens_per_request),
+            spot=traces.read_spot(Path(args.spot)) if args.spot else {},
+            prices=traces.read_prices(Path(args.prices)) if args.prices else {},
+        )
+        traces.check_against(replayed, [r.name for r in pool.spec.regions], [g.name for g in pool.spec.gpu_classes])
+    except traces.TraceError as error:
+        raise UsageError(str(error)) from None
+    settings = engine.Settings(
+        step=_duration(args.step, "--step"),
+        on_demand_delay=_duration(args.on_demand_delay, "--on-demand-delay"),
+        spot_delay=_duration(args.spot_delay, "--spot-delay"),
+        preemption_notice=_duration(args.preemption_notice, "--preemption-notice"),
+    )
+    blend_problem = problem.from_spec(pool.spec, replayed.start)
+    replay = engine.Engine(blend_problem, replayed, settings)
+    names = list(policies.POLICIES) if args.policy == "all" else [args.policy]
+    if args.policy != "all" and args.policy not in policies.POLICIES:
+        raise UsageError(f"--policy: {args.policy!r} is not one of all, {', '.join(policies.POLICIES)}")
+    results = sim_run.compare(pool.spec, blend_problem, replay, names)
+    documents = [doc for _, doc in results]
+    if args.output == "json":
+        print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2))
+    else:
+        table.render_simulation(documents, Console())
+    if args.png:
+        from sunblend.present import chart
+
+        try:
+            chart.draw_simulation([r for r, d in results if "skipped" not in d], blend_problem, Path(args.png))
+        except OSError as error:
+            raise UsageError(f"--png: cannot write {args.png}: {error.strerror}") from None
+    return 0
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     """Print the CRD, or write it to a file."""
     text = crd.render()
@@ -118,6 +168,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
     run.add_argument("--capacity-type-rules", help="YAML list of {label, values} mapping node labels to capacity types")
     run.set_defaults(run=cmd_run)
+    sim = commands.add_parser("simulate", help="replay demand, spot and price traces under a capacity policy")
+    sim.add_argument("pool", help="InferencePool YAML")
+    sim.add_argument("--demand", required=True, help="demand CSV: timestamp, region, tokens_per_second")
+    sim.add_argument("--spot", help="spot CSV: timestamp, region, gpu_class, available_gpus")
+    sim.add_argument("--prices", help="prices CSV: timestamp, region, gpu_class, capacity_type, usd_per_gpu_hour")
+    sim.add_argument("--policy", default="all", help="a policy name, or all (default)")
+    sim.add_argument("--step", default="1m", help="simulation step (default 1m)")
+    sim.add_argument("--tokens-per-request", type=float, help="for demand given in requests_per_second")
+    sim.add_argument("--on-demand-delay", default="3m", help="on-demand provisioning delay (default 3m)")
+    sim.add_argument("--spot-delay", default="5m", help="spot provisioning delay (default 5m)")
+    sim.add_argument("--preemption-notice", default="2m", help="spot preemption notice (default 2m)")
+    sim.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    sim.add_argument("--png", help="draw demand against capacity by capacity type, a panel per region")
+    sim.set_defaults(run=cmd_simulate)
     crd_cmd = commands.add_parser("crd", help="print the InferencePool CRD generated from the models")
     crd_cmd.add_argument("-f", "--output-file", help="write to this file instead of stdout")
     crd_cmd.set_defaults(run=cmd_crd)

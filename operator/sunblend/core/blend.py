@@ -155,7 +155,7 @@ def build(
 
     for t in hours:
         for i, o in enumerate(offers):
-            x = model.lp.add_variable(f"x_{i}_{t}", lowBound=0, cat=category)
+            x = model.lp.add_variable(f"x_{i}_{t}", lowBound=0, upBound=o.max_nodes, cat=category)
             model.nodes[(i, t)] = x
             marginal = 0.0 if o.capacity_type is CapacityType.COMMITTED else o.dollars_per_node_hour
             objective.addterm(x, marginal + NODE_EPSILON)

@@ -39,6 +39,10 @@ def violations(problem: BlendProblem, plan: Plan, check_budget: bool = True) -> 
                 if offer is None:
                     found.append(f"hour {t}: {a.gpu_class} {a.capacity_type} is not offered in {region}")
                     continue
+                if offer.max_nodes is not None and a.nodes > offer.max_nodes:
+                    found.append(
+                        f"hour {t}: {region} {a.gpu_class} {a.capacity_type} above its {offer.max_nodes} nodes"
+                    )
                 if a.nodes < 0 or a.gpus != a.nodes * offer.gpus_per_node:
                     found.append(f"hour {t}: {region} {a.gpu_class} node/GPU count mismatch")
                 if (

@@ -40,9 +40,10 @@ def _served(problem: BlendProblem, t: int) -> dict[tuple[str, str], float]:
 
 
 def _room(offer: Offer, nodes: dict[Offer, int]) -> float:
-    if offer.capacity_type is CapacityType.COMMITTED:
-        return offer.committed_nodes - nodes.get(offer, 0)
-    return math.inf
+    room: float = offer.committed_nodes if offer.capacity_type is CapacityType.COMMITTED else math.inf
+    if offer.max_nodes is not None:
+        room = min(room, offer.max_nodes)
+    return room - nodes.get(offer, 0)
 
 
 def _fill(offers: list[Offer], tokens_per_second: float, nodes: dict[Offer, int]) -> float:
@@ -76,6 +77,7 @@ def _region_nodes(problem: BlendProblem, region: str, tokens_per_second: float) 
         cheapest = min(by_type[CapacityType.SPOT], key=_per_token)
         non_spot_gpus = sum(n * o.gpus_per_node for o, n in nodes.items())
         allowed = math.inf if f >= 1 else math.floor(f / (1 - f) * non_spot_gpus + 1e-9) // cheapest.gpus_per_node
+        allowed = min(allowed, _room(cheapest, nodes))
         count = int(min(math.ceil(left / cheapest.tokens_per_second_per_node - 1e-9), allowed))
         if count > 0:
             nodes[cheapest] = count

@@ -37,6 +37,7 @@ class Offer:
     dollars_per_gpu_hour: float
     tokens_per_second_per_replica: float
     committed_nodes: int = 0  # nodes already bought (committed offers only)
+    max_nodes: int | None = None  # nodes obtainable at most (e.g. spot seen scarce); None: no limit
 
     @property
     def key(self) -> OfferKey:

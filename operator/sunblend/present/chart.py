@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from sunblend.api.spec import CapacityType
 from sunblend.core.plan import Plan
 from sunblend.core.problem import BlendProblem
+from sunblend.sim.engine import Run
 
 _COLOURS = {CapacityType.COMMITTED: "#4c72b0", CapacityType.SPOT: "#55a868", CapacityType.ON_DEMAND: "#c44e52"}
 
@@ -87,3 +88,38 @@ def _gpus_per_token(problem: BlendProblem) -> float:
     """GPUs one token/s needs on the most GPU-efficient class (headroom included), to draw demand."""
     per_token = min((o.gpus_per_node / o.tokens_per_second_per_node for o in problem.offers), default=0.0)
     return (1 + problem.headroom) * per_token
+
+
+def draw_simulation(runs: list[Run], problem: BlendProblem, path: Path) -> None:
+    """Demand against capacity by capacity type over time: a row per policy, a column per region."""
+    regions = problem.regions
+    fig, axes = plt.subplots(
+        len(runs), len(regions), figsize=(6 * len(regions), 2.6 * len(runs)), sharex=True, squeeze=False
+    )
+    for row, run in enumerate(runs):
+        for col, region in enumerate(regions):
+            ax = axes[row, col]
+            per_token = _gpus_per_token(problem) / (1 + problem.headroom)
+            ax.stackplot(
+                run.times,
+                *[run.gpus[(region, c)] for c in CapacityType],
+                labels=[c.value for c in CapacityType],
+                colors=[_COLOURS[c] for c in CapacityType],
+                step="post",
+                alpha=0.85,
+            )
+            ax.plot(
+                run.times,
+                [d * per_token for d in run.demand[region]],
+                color="black",
+                linewidth=0.6,
+                label="own demand (GPU-equivalent)",
+            )
+            ax.set_title(f"{run.policy}: {region}", fontsize=9)
+            ax.set_ylabel("GPUs")
+            if row == 0 and col == 0:
+                ax.legend(loc="upper left", fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

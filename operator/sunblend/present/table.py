@@ -120,3 +120,40 @@ def render(plan: Plan, pool: str, time_zones: dict[str, str], console: Console) 
             t for t in (_current(plan, time_zones), _routes(plan), _summary(plan), _insight(plan), _day(plan)) if t
         ]
     console.print(Group(*parts))
+
+
+def render_simulation(documents: list[dict[str, object]], console: Console) -> None:
+    """A comparison table of simulated runs."""
+    result = Table(title="Simulation")
+    columns = (
+        ("policy", "policy"),
+        ("cost $", "costDollars"),
+        ("committed $", "committedDollars"),
+        ("spot $", "spotDollars"),
+        ("on-demand $", "onDemandDollars"),
+        ("vs all-OD", "savingsVsAllOnDemandRatio"),
+        ("served", "servedRatio"),
+        ("min below", "minutesBelowDemand"),
+        ("GPU util", "gpuUtilizationRatio"),
+        ("node changes", "nodeChanges"),
+        ("preempted", "spotPreemptions"),
+    )
+    for title, _ in columns:
+        result.add_column(title, justify="left" if title == "policy" else "right")
+    for doc in documents:
+        if "skipped" in doc:
+            result.add_row(str(doc["policy"]), f"skipped: {doc['skipped']}", *[""] * (len(columns) - 2))
+            continue
+        cells = []
+        for _, key in columns:
+            value = doc[key]
+            if key in ("savingsVsAllOnDemandRatio", "gpuUtilizationRatio"):
+                cells.append(f"{float(value):.1%}")  # type: ignore[arg-type]
+            elif key == "servedRatio":
+                cells.append(f"{float(value):.4%}")  # type: ignore[arg-type]
+            elif key.endswith("Dollars"):
+                cells.append(f"{float(value):,.0f}")  # type: ignore[arg-type]
+            else:
+                cells.append(str(value))
+        result.add_row(*cells)
+    console.print(result)

@@ -1,0 +1,1 @@
+"""Trace replay: the engine, baseline policies and the sunblend policy. Uses core, never actuate."""

@@ -1,0 +1,361 @@
+"""The trace-replay engine: steps through time, asks a policy for node targets, and keeps score.
+
+Each step it: lands nodes whose provisioning delay has passed (spot only if spot is obtainable
+then), ends nodes whose preemption notice has run out, preempts spot above what the spot trace
+allows (they keep serving through the notice), asks the policy for targets (the policy sees
+demand only up to the previous step), serves demand (each region first, then overflow to regions
+within the latency limit), and bills every node that is booting or running. Totals are sums of
+the per-step figures, so cost and served demand reconcile exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sunblend.api.spec import CapacityType
+from sunblend.core.problem import BlendProblem, Offer, OfferKey
+from sunblend.sim.traces import Traces
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the cloud behaves in a run."""
+
+    step: dt.timedelta = dt.timedelta(minutes=1)
+    on_demand_delay: dt.timedelta = dt.timedelta(minutes=3)
+    spot_delay: dt.timedelta = dt.timedelta(minutes=5)
+    preemption_notice: dt.timedelta = dt.timedelta(minutes=2)
+
+
+class FutureDemandError(Exception):
+    """A policy asked for demand it could not have seen yet."""
+
+
+class DemandHistory:
+    """Demand per region observed so far: reads at or after the current step are refused."""
+
+    def __init__(self, demand: Mapping[str, Sequence[float]]) -> None:
+        self._demand = demand
+        self.now = 0  # the current step; only steps before it are history
+
+    def at(self, region: str, step: int) -> float:
+        """Demand observed at an earlier ``step``."""
+        if step >= self.now:
+            raise FutureDemandError(f"step {step} is not in the past (now is step {self.now})")
+        return self._demand[region][step]
+
+    def recent(self, region: str, steps: int) -> list[float]:
+        """The last ``steps`` observed values (fewer at the start)."""
+        return [self._demand[region][i] for i in range(max(0, self.now - steps), self.now)]
+
+
+@dataclass
+class Observation:
+    """What a policy may know at one step."""
+
+    step: int
+    now: dt.datetime
+    history: DemandHistory
+    running: Mapping[OfferKey, int]  # running and not under preemption notice
+    booting: Mapping[OfferKey, int]
+    lost_spot: Mapping[OfferKey, int]  # preempted or failed to launch, this step
+    prices: Mapping[OfferKey, float]  # dollars per GPU-hour now
+
+
+class Policy(Protocol):
+    """Decides node targets from what is known now."""
+
+    name: str
+
+    def commitments(self, problem: BlendProblem) -> Mapping[tuple[str, str], int]:
+        """Committed nodes held for the whole run, per (region, GPU class)."""
+        ...
+
+    def decide(self, observation: Observation) -> Mapping[OfferKey, int]:
+        """Target nodes per (region, GPU class, capacity type); absent keys mean 0."""
+        ...
+
+
+@dataclass
+class Run:
+    """The per-step record and totals of one run."""
+
+    policy: str
+    times: list[dt.datetime] = field(default_factory=list)
+    demand: dict[str, list[float]] = field(default_factory=dict)
+    served: dict[str, list[float]] = field(default_factory=dict)
+    gpus: dict[tuple[str, CapacityType], list[int]] = field(default_factory=dict)
+    dollars: dict[CapacityType, float] = field(default_factory=lambda: dict.fromkeys(CapacityType, 0.0))
+    all_on_demand_dollars: float = 0.0
+    demand_token_seconds: float = 0.0
+    served_token_seconds: float = 0.0
+    capacity_token_seconds: float = 0.0
+    minutes_below_demand: float = 0.0
+    node_changes: int = 0
+    spot_preemptions: int = 0
+    spot_launch_failures: int = 0
+
+    @property
+    def total_dollars(self) -> float:
+        """Cost of the run, committed (amortised) included."""
+        return sum(self.dollars.values())
+
+    @property
+    def unserved_token_seconds(self) -> float:
+        """Demand not served."""
+        return self.demand_token_seconds - self.served_token_seconds
+
+    @property
+    def served_ratio(self) -> float:
+        """SLO attainment: the fraction of demand served."""
+        return 1.0 if self.demand_token_seconds <= 0 else self.served_token_seconds / self.demand_token_seconds
+
+    @property
+    def utilization_ratio(self) -> float:
+        """Tokens served over tokens the running capacity could serve."""
+        return 0.0 if self.capacity_token_seconds <= 0 else self.served_token_seconds / self.capacity_token_seconds
+
+    @property
+    def savings_ratio(self) -> float:
+        """Savings versus the all-on-demand reference."""
+        reference = self.all_on_demand_dollars
+        return 0.0 if reference <= 0 else 1 - self.total_dollars / reference
+
+
+def _grid(traces: Traces, settings: Settings) -> list[dt.datetime]:
+    count = int((traces.end - traces.start) / settings.step) + 1
+    return [traces.start + i * settings.step for i in range(count)]
+
+
+def _on_grid(series_at: object, times: list[dt.datetime], default: float) -> list[float]:
+    values = []
+    for moment in times:
+        value = series_at(moment)  # type: ignore[operator]
+        values.append(default if value is None else float(value))
+    return values
+
+
+class Engine:
+    """Replays ``traces`` for ``problem`` (offers, routes, headroom) under one policy."""
+
+    def __init__(self, problem: BlendProblem, traces: Traces, settings: Settings = Settings()) -> None:
+        self.problem = problem
+        self.settings = settings
+        self.times = _grid(traces, settings)
+        self.demand = {r: _on_grid(traces.demand[r].at, self.times, 0.0) for r in problem.regions}
+        self.spot_gpus: dict[tuple[str, str], list[float]] = {
+            key: _on_grid(series.at, self.times, math.inf) for key, series in traces.spot.items()
+        }
+        self.prices: dict[OfferKey, list[float]] = {
+            o.key: _on_grid(traces.prices[o.key].at, self.times, o.dollars_per_gpu_hour)
+            if o.key in traces.prices
+            else [o.dollars_per_gpu_hour] * len(self.times)
+            for o in problem.offers
+        }
+        self.offers: dict[OfferKey, Offer] = {o.key: o for o in problem.offers}
+
+    def _steps(self, delay: dt.timedelta) -> int:
+        return max(0, math.ceil(delay / self.settings.step))
+
+    def run(self, policy: Policy) -> Run:
+        """Replay the whole trace under ``policy``."""
+        problem, hours = self.problem, self.settings.step.total_seconds() / SECONDS_PER_HOUR
+        step_seconds = self.settings.step.total_seconds()
+        held = {k: v for k, v in policy.commitments(problem).items() if v > 0}
+        running: dict[OfferKey, int] = defaultdict(int)
+        booting: dict[OfferKey, list[list[int]]] = defaultdict(list)  # [arrival step, nodes]
+        noticed: dict[OfferKey, list[list[int]]] = defaultdict(list)  # [end step, nodes]
+        history = DemandHistory(self.demand)
+        record = Run(policy.name, times=self.times)
+        record.demand = {r: [] for r in problem.regions}
+        record.served = {r: [] for r in problem.regions}
+        record.gpus = {(r, c): [] for r in problem.regions for c in CapacityType}
+        od_delay, spot_delay = self._steps(self.settings.on_demand_delay), self._steps(self.settings.spot_delay)
+        notice = max(1, self._steps(self.settings.preemption_notice))
+        committed_price = {
+            (o.region, o.gpu_class): o.key for o in problem.offers if o.capacity_type is CapacityType.COMMITTED
+        }
+        for k, now in enumerate(self.times):
+            lost: dict[OfferKey, int] = defaultdict(int)
+            # 1. Nodes land; spot only as far as spot is obtainable now.
+            for key, queue in booting.items():
+                arrived = sum(n for at, n in queue if at <= k)
+                if not arrived:
+                    continue
+                booting[key] = [[at, n] for at, n in queue if at > k]
+                if key[2] is CapacityType.SPOT:
+                    room = self._spot_room(key, k, running, noticed)
+                    granted = max(0, min(arrived, room))
+                    failed = arrived - granted
+                    record.spot_launch_failures += failed
+                    lost[key] += failed
+                    arrived = granted
+                running[key] += arrived
+            # 2. Preempted nodes reach the end of their notice.
+            for key, queue in noticed.items():
+                ended = sum(n for at, n in queue if at <= k)
+                if ended:
+                    noticed[key] = [[at, n] for at, n in queue if at > k]
+                    record.node_changes += ended
+            # 3. Spot above what is obtainable is preempted; it serves through the notice.
+            for key in [k_ for k_ in running if k_[2] is CapacityType.SPOT]:
+                room = self._spot_room(key, k, running, noticed, include_running=False)
+                excess = running[key] - max(0, room)
+                if excess > 0:
+                    running[key] -= excess
+                    noticed[key].append([k + notice, excess])
+                    record.spot_preemptions += excess
+                    lost[key] += excess
+            # 4. The policy decides from the past only.
+            history.now = k
+            observation = Observation(
+                step=k,
+                now=now,
+                history=history,
+                running=dict(running),
+                booting={key: sum(n for _, n in q) for key, q in booting.items()},
+                lost_spot=dict(lost),
+                prices={key: series[k] for key, series in self.prices.items()},
+            )
+            targets = policy.decide(observation)
+            for key in set(targets) | set(running) | {q for q, v in booting.items() if v}:
+                self._apply(key, targets.get(key, 0), k, running, booting, held, record, od_delay, spot_delay)
+            if k == 0:
+                for key, queue in booting.items():
+                    running[key] += sum(n for at, n in queue if at <= 0)
+                    booting[key] = [[at, n] for at, n in queue if at > 0]
+            # 5. Serve this step's demand.
+            capacity: dict[str, float] = defaultdict(float)
+            for key, n in running.items():
+                capacity[key[0]] += n * self.offers[key].tokens_per_second_per_node
+            for key, queue in noticed.items():
+                capacity[key[0]] += sum(n for _, n in queue) * self.offers[key].tokens_per_second_per_node
+            served = self._serve({r: self.demand[r][k] for r in problem.regions}, capacity)
+            short = False
+            for region in problem.regions:
+                demand = self.demand[region][k]
+                record.demand[region].append(demand)
+                record.served[region].append(served[region])
+                record.demand_token_seconds += demand * step_seconds
+                record.served_token_seconds += served[region] * step_seconds
+                record.capacity_token_seconds += capacity[region] * step_seconds
+                short = short or served[region] < demand - 1e-6
+            if short:
+                record.minutes_below_demand += step_seconds / 60
+            # 6. Bill every node booting or running, and the commitments held.
+            gpus_now: dict[tuple[str, CapacityType], int] = defaultdict(int)
+            for key in set(running) | set(booting) | set(noticed):
+                offer = self.offers[key]
+                nodes = (
+                    running.get(key, 0)
+                    + sum(n for _, n in booting.get(key, []))
+                    + sum(n for _, n in noticed.get(key, []))
+                )
+                if key[2] is not CapacityType.COMMITTED:
+                    record.dollars[key[2]] += nodes * offer.gpus_per_node * self.prices[key][k] * hours
+                gpus_now[(key[0], key[2])] += (running.get(key, 0) + sum(n for _, n in noticed.get(key, []))) * (
+                    offer.gpus_per_node
+                )
+            for (region, gpu_class), nodes in held.items():
+                key = committed_price[(region, gpu_class)]
+                record.dollars[CapacityType.COMMITTED] += (
+                    nodes * self.offers[key].gpus_per_node * self.prices[key][k] * hours
+                )
+            for series_key, series in record.gpus.items():
+                series.append(gpus_now.get(series_key, 0))
+            record.all_on_demand_dollars += self._all_on_demand(k) * hours
+        return record
+
+    def _spot_room(
+        self,
+        key: OfferKey,
+        k: int,
+        running: Mapping[OfferKey, int],
+        noticed: Mapping[OfferKey, list[list[int]]],
+        include_running: bool = True,
+    ) -> int:
+        """Spot nodes of ``key`` obtainable now, beyond those running (or in total)."""
+        gpus = self.spot_gpus.get((key[0], key[1]))
+        if gpus is None or math.isinf(gpus[k]):
+            return 10**9
+        total = int(gpus[k] // self.offers[key].gpus_per_node)
+        return total - running.get(key, 0) if include_running else total
+
+    def _apply(
+        self,
+        key: OfferKey,
+        target: int,
+        k: int,
+        running: dict[OfferKey, int],
+        booting: dict[OfferKey, list[list[int]]],
+        held: Mapping[tuple[str, str], int],
+        record: Run,
+        od_delay: int,
+        spot_delay: int,
+    ) -> None:
+        if key not in self.offers:
+            return
+        if key[2] is CapacityType.COMMITTED:
+            # Committed nodes are already bought and running: starting one is instant.
+            target = min(target, held.get((key[0], key[1]), 0))
+            record.node_changes += abs(target - running.get(key, 0))
+            running[key] = target
+            return
+        queue = booting[key]
+        have = running.get(key, 0) + sum(n for _, n in queue)
+        if target > have:
+            # The service ran before the trace began: what the policy wants at step 0 is up.
+            delay = 0 if k == 0 else (spot_delay if key[2] is CapacityType.SPOT else od_delay)
+            queue.append([k + delay, target - have])
+            record.node_changes += target - have
+            return
+        surplus = have - target
+        while surplus > 0 and queue:  # cancel the newest launches first
+            at, n = queue[-1]
+            cancel = min(n, surplus)
+            surplus -= cancel
+            record.node_changes += cancel
+            if cancel == n:
+                queue.pop()
+            else:
+                queue[-1] = [at, n - cancel]
+        if surplus > 0:
+            running[key] -= surplus
+            record.node_changes += surplus
+
+    def _serve(self, demand: Mapping[str, float], capacity: Mapping[str, float]) -> dict[str, float]:
+        """Each region serves its own demand first; overflow goes to allowed regions with room."""
+        served = {r: min(demand[r], capacity.get(r, 0.0)) for r in demand}
+        spare = {r: capacity.get(r, 0.0) - served[r] for r in demand}
+        for user in demand:
+            overflow = demand[user] - served[user]
+            for server in sorted(self.problem.serving_regions(user), key=lambda r: -spare.get(r, 0.0)):
+                if overflow <= 1e-9:
+                    break
+                if server == user or spare.get(server, 0.0) <= 0:
+                    continue
+                moved = min(overflow, spare[server])
+                spare[server] -= moved
+                served[user] += moved
+                overflow -= moved
+        return served
+
+    def _all_on_demand(self, k: int) -> float:
+        """Dollars per hour to serve this step all on-demand, each region on its cheapest class."""
+        total = 0.0
+        for region in self.problem.regions:
+            costs = [
+                self.problem.nodes_needed(o, self.demand[region][k]) * o.gpus_per_node * self.prices[o.key][k]
+                for o in self.problem.offers_in(region)
+                if o.capacity_type is CapacityType.ON_DEMAND
+            ]
+            if costs:
+                total += min(costs)
+        return total
