@@ -95,7 +95,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         spot_delay=_duration(args.spot_delay, "--spot-delay"),
         preemption_notice=_duration(args.preemption_notice, "--preemption-notice"),
     )
-    blend_problem = problem.from_spec(pool.spec, replayed.start)
+    blend_problem = problem.from_spec(pool.spec, replayed.start, priced_commitments=True)
     replay = engine.Engine(blend_problem, replayed, settings)
     names = list(policies.POLICIES) if args.policy == "all" else [args.policy]
     if args.policy != "all" and args.policy not in policies.POLICIES:

@@ -141,7 +141,7 @@ def _routes(pool_spec: spec.InferencePoolSpec) -> frozenset[tuple[str, str]]:
     return frozenset(routes)
 
 
-def _offers(pool_spec: spec.InferencePoolSpec, size_commitments: bool) -> tuple[Offer, ...]:
+def _offers(pool_spec: spec.InferencePoolSpec, priced_commitments: bool) -> tuple[Offer, ...]:
     per_replica = pool_spec.model_server.gpus_per_replica
     bought: dict[tuple[str, str], int] = {}
     for c in pool_spec.commitments:
@@ -156,7 +156,7 @@ def _offers(pool_spec: spec.InferencePoolSpec, size_commitments: bool) -> tuple[
             for capacity_type, price_field in _PRICE_FIELD.items():
                 price: float | None = getattr(prices, price_field)
                 if capacity_type is CapacityType.COMMITTED:
-                    if held_nodes == 0 and not (size_commitments and price is not None):
+                    if held_nodes == 0 and not (priced_commitments and price is not None):
                         continue
                     price = price or 0.0
                 if price is None:
@@ -182,11 +182,14 @@ def from_spec(
     now: dt.datetime,
     demand: Mapping[str, tuple[float, ...]] | None = None,
     current_nodes: Mapping[OfferKey, int] | None = None,
+    priced_commitments: bool = False,
 ) -> BlendProblem:
     """Build the planning problem for ``pool_spec`` starting at the hour containing ``now``.
 
     ``demand`` defaults to the declared daily profiles; ``current_nodes`` (what runs now) feeds
-    the change penalty and the cap on node changes.
+    the change penalty and the cap on node changes. ``priced_commitments`` lists a committed
+    offer wherever a committed price is given, even with nothing held (the simulator's
+    reserved-peak policy buys its own); commitment sizing does so anyway.
     """
     planning = pool_spec.planning
     policy = pool_spec.policy
@@ -196,7 +199,7 @@ def from_spec(
         hours=hours,
         time_zones={r.name: r.time_zone for r in pool_spec.regions},
         demand=dict(demand) if demand is not None else forecast.declared_forecast(pool_spec, hours),
-        offers=_offers(pool_spec, size),
+        offers=_offers(pool_spec, size or priced_commitments),
         routes=_routes(pool_spec),
         headroom=policy.headroom,
         max_spot_fraction=policy.max_spot_fraction,
