@@ -82,7 +82,7 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         if args.fake
         else nvml.PynvmlLibrary()
     )
-    prom.disable_created_metrics()  # the agent's own process: no *_created series beside each counter
+    prom.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series beside each counter
     agent = exporter.Exporter(library, node_name(args.node))
     agent.sample()
     try:

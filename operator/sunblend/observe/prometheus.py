@@ -61,14 +61,19 @@ class UtilisationQueries:
 
 @dataclass(frozen=True)
 class DemandQueries:
-    """PromQL for the model server's demand signals; each returns one series per node (or region)."""
+    """PromQL for the model server's demand signals; each returns one series per node (or region).
 
-    tokens_per_second: str = "sum by (node) (rate(vllm:generation_tokens_total[2m]))"
+    vLLM names its metrics ``vllm:...``. A Prometheus that negotiates OpenMetrics with a recent
+    Python client stores them as ``vllm_...`` (the client escapes the colon), so the defaults
+    match both spellings.
+    """
+
+    tokens_per_second: str = 'sum by (node) (rate({__name__=~"vllm[:_]generation_tokens_total"}[2m]))'
     """Generated tokens per second: the demand the planner sizes for. Also used for history."""
-    requests_waiting: str = "sum by (node) (vllm:num_requests_waiting)"
+    requests_waiting: str = 'sum by (node) ({__name__=~"vllm[:_]num_requests_waiting"})'
     """Requests queued for lack of capacity (demand the tokens/s above does not show yet)."""
-    kv_cache_usage: str = "avg by (node) (vllm:gpu_cache_usage_perc)"
-    """KV-cache usage, 0-1 despite its name (newer vLLM: ``vllm:kv_cache_usage_perc``)."""
+    kv_cache_usage: str = 'avg by (node) ({__name__=~"vllm[:_](gpu|kv)_cache_usage_perc"})'
+    """KV-cache usage, 0-1 despite the name (``gpu_cache_usage_perc`` in older vLLM, ``kv_...`` in newer)."""
     node_label: str = "node"
     """The label that names the node a series comes from (set by relabelling in the scrape config)."""
     region_label: str | None = None

@@ -182,22 +182,12 @@ class Engine:
         committed_price = {
             (o.region, o.gpu_class): o.key for o in problem.offers if o.capacity_type is CapacityType.COMMITTED
         }
+        carried: dict[OfferKey, int] = defaultdict(int)  # spot lost after the policy decided
         for k, now in enumerate(self.times):
-            lost: dict[OfferKey, int] = defaultdict(int)
+            lost: dict[OfferKey, int] = carried
+            carried = defaultdict(int)
             # 1. Nodes land; spot only as far as spot is obtainable now.
-            for key, queue in booting.items():
-                arrived = sum(n for at, n in queue if at <= k)
-                if not arrived:
-                    continue
-                booting[key] = [[at, n] for at, n in queue if at > k]
-                if key[2] is CapacityType.SPOT:
-                    room = self._spot_room(key, k, running, noticed)
-                    granted = max(0, min(arrived, room))
-                    failed = arrived - granted
-                    record.spot_launch_failures += failed
-                    lost[key] += failed
-                    arrived = granted
-                running[key] += arrived
+            self._land(k, running, booting, noticed, record, lost)
             # 2. Preempted nodes reach the end of their notice.
             for key, queue in noticed.items():
                 ended = sum(n for at, n in queue if at <= k)
@@ -227,10 +217,8 @@ class Engine:
             targets = policy.decide(observation)
             for key in set(targets) | set(running) | {q for q, v in booting.items() if v}:
                 self._apply(key, targets.get(key, 0), k, running, booting, held, record, od_delay, spot_delay)
-            if k == 0:
-                for key, queue in booting.items():
-                    running[key] += sum(n for at, n in queue if at <= 0)
-                    booting[key] = [[at, n] for at, n in queue if at > 0]
+            if k == 0:  # what the policy wants at the start is up at once (spot only if obtainable)
+                self._land(k, running, booting, noticed, record, carried)
             # 5. Serve this step's demand.
             capacity: dict[str, float] = defaultdict(float)
             for key, n in running.items():
@@ -272,6 +260,28 @@ class Engine:
                 series.append(gpus_now.get(series_key, 0))
             record.all_on_demand_dollars += self._all_on_demand(k) * hours
         return record
+
+    def _land(
+        self,
+        k: int,
+        running: dict[OfferKey, int],
+        booting: dict[OfferKey, list[list[int]]],
+        noticed: Mapping[OfferKey, list[list[int]]],
+        record: Run,
+        lost: dict[OfferKey, int],
+    ) -> None:
+        """Nodes whose provisioning delay has passed start running; spot only if obtainable."""
+        for key, queue in booting.items():
+            arrived = sum(n for at, n in queue if at <= k)
+            if not arrived:
+                continue
+            booting[key] = [[at, n] for at, n in queue if at > k]
+            if key[2] is CapacityType.SPOT:
+                granted = max(0, min(arrived, self._spot_room(key, k, running, noticed)))
+                record.spot_launch_failures += arrived - granted
+                lost[key] += arrived - granted
+                arrived = granted
+            running[key] += arrived
 
     def _spot_room(
         self,

@@ -32,6 +32,7 @@ from sunblend.sim.engine import Observation
 STABILIZATION_STEPS = 5
 RECENT_STEPS = 5
 SPOT_BACKOFF_STEPS = 10
+SPOT_MEMORY_STEPS = 240  # sunblend believes spot stays scarce this long after losing some
 
 
 class PolicyError(Exception):
@@ -240,7 +241,7 @@ class Sunblend:
         self.problem = blend_problem
         self.plan_hours = plan_hours
         self.lead = lead  # plan the next hour this early, so its nodes have booted when it starts
-        self._next: tuple[dt.datetime, dict[OfferKey, int], dict[str, float]] | None = None
+        self._next: tuple[dt.datetime, dict[OfferKey, int], dict[str, float], int] | None = None
         self.offers = {o.key: o for o in blend_problem.offers}
         self.profiles = {r.name: forecast.HourOfWeekProfile(r.time_zone) for r in pool.regions}
         self.correction = dict.fromkeys(blend_problem.regions, 1.0)
@@ -251,7 +252,8 @@ class Sunblend:
         self._replacement: dict[OfferKey, int] = defaultdict(int)  # on-demand standing in for lost spot
         self._surge: dict[OfferKey, int] = defaultdict(int)  # on-demand for demand above the forecast
         self._hour: dt.datetime | None = None
-        self._spot_cap: dict[OfferKey, tuple[int, int]] = {}  # spot nodes seen obtainable, until step
+        # Spot seen scarce: (nodes obtainable, believed until step, learned at step).
+        self._spot_cap: dict[OfferKey, tuple[int, int, int]] = {}
         self.plans = 0
 
     def commitments(self, blend_problem: BlendProblem) -> Mapping[tuple[str, str], int]:
@@ -312,32 +314,39 @@ class Sunblend:
             if not lost:
                 continue
             running = observation.running.get(key, 0)
-            self._spot_cap[key] = (running, observation.step + 120)  # believe spot is scarce for 2 hours
+            self._spot_cap[key] = (running, observation.step + SPOT_MEMORY_STEPS, observation.step)
             self._planned[key] = min(self._planned.get(key, 0), running + observation.booting.get(key, 0))
             od = _cheapest(self.problem, key[0], CapacityType.ON_DEMAND, observation.prices)
             if od is not None:
                 tokens = lost * self.offers[key].tokens_per_second_per_node
                 self._replacement[od.key] += math.ceil(tokens / od.tokens_per_second_per_node - 1e-9)
 
-    def _cover_surges(self, observation: Observation) -> None:
-        """Between hours: demand beyond what the plan carries gets on-demand at once, kept to the hour's end.
+    def _cover_surges(self, observation: Observation, targets: Mapping[OfferKey, int]) -> None:
+        """Between plans: if recent demand (with headroom) outgrows the targets, add on-demand now.
 
-        The plan holds (1 + headroom) x the forecast; only demand above that is a surge, and the
-        surge gets its own headroom.
+        Demand is routed as the engine routes it (each region first, then regions allowed to
+        serve it), so a plan that serves one region from another is not second-guessed; what
+        stays unmet gets on-demand in its own region, kept until the next plan.
         """
         if observation.step == 0:
             return
         headroom = 1 + self.problem.headroom
-        for region in self.problem.regions:
-            seen = _seen_demand(observation, region, lambda r: 0.0)
-            carried = headroom * self._forecast_now.get(region, seen)
-            wanted = headroom * max(0.0, seen - carried)
-            od = _cheapest(self.problem, region, CapacityType.ON_DEMAND, observation.prices)
-            if od is None or wanted <= 0:
-                continue
-            have = self._surge[od.key] * od.tokens_per_second_per_node
-            if wanted > have:
-                self._surge[od.key] += math.ceil((wanted - have) / od.tokens_per_second_per_node - 1e-9)
+        capacity: dict[str, float] = defaultdict(float)
+        for key, nodes in targets.items():
+            capacity[key[0]] += nodes * self.offers[key].tokens_per_second_per_node
+        wanted = {r: headroom * _seen_demand(observation, r, lambda _: 0.0) for r in self.problem.regions}
+        served = {r: min(wanted[r], capacity[r]) for r in wanted}
+        spare = {r: capacity[r] - served[r] for r in wanted}
+        for user in self.problem.regions:
+            for server in self.problem.serving_regions(user):
+                moved = min(wanted[user] - served[user], spare[server])
+                if moved > 0:
+                    served[user] += moved
+                    spare[server] -= moved
+            unmet = wanted[user] - served[user]
+            od = _cheapest(self.problem, user, CapacityType.ON_DEMAND, observation.prices)
+            if unmet > 1e-6 and od is not None:
+                self._surge[od.key] += math.ceil(unmet / od.tokens_per_second_per_node - 1e-9)
 
     def decide(self, observation: Observation) -> Mapping[OfferKey, int]:
         self._learn(observation)
@@ -346,9 +355,10 @@ class Sunblend:
             if self._hour is not None:
                 self._close_hour(self._hour)
             self._hour = hour
-            if self._next is not None and self._next[0] == hour:
-                _, self._planned, self._forecast_now = self._next
-            else:
+            spot_news = max((since for _, _, since in self._spot_cap.values()), default=-1)
+            if self._next is not None and self._next[0] == hour and self._next[3] >= spot_news:
+                _, self._planned, self._forecast_now, _ = self._next
+            else:  # no plan made ahead, or spot was lost since: plan again with what is known now
                 self._planned, self._forecast_now = self._plan(observation, hour)
             self._next = None
             self._replacement.clear()
@@ -356,13 +366,16 @@ class Sunblend:
         upcoming = hour + forecast.HOUR
         if self._next is None and observation.now >= upcoming - self.lead:
             planned, expected = self._plan(observation, upcoming)
-            self._next = (upcoming, planned, expected)
+            self._next = (upcoming, planned, expected, observation.step)
         self._replace_lost_spot(observation)
-        self._cover_surges(observation)
         targets: dict[OfferKey, int] = defaultdict(int)
         for extra in (self._planned, self._replacement, self._surge):
             for key, n in extra.items():
                 targets[key] += n
+        before = dict(self._surge)
+        self._cover_surges(observation, targets)
+        for key, n in self._surge.items():
+            targets[key] += n - before.get(key, 0)
         if self._next is not None:  # boot the next hour's nodes ahead of it; keep this hour's
             for key, n in self._next[1].items():
                 targets[key] = max(targets[key], n)
