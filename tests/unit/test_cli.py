@@ -124,3 +124,40 @@ def test_an_infeasible_pool_exits_1_with_the_reason(tmp_path, capsys):
     assert result["message"] == (
         "budget 1 $/h is below the cheapest feasible plan, 6.00 $/h, at 14:00 UTC"
     )  # 120 tok/s with headroom: 2 GPUs
+
+
+SIM_DATA = ROOT / "tests" / "data" / "sim"
+
+
+def test_simulate_prints_every_figure_as_json(capsys):
+    args = [
+        "simulate",
+        str(EXAMPLES[0]),
+        "--demand",
+        str(SIM_DATA / "demand.csv"),
+        "--spot",
+        str(SIM_DATA / "spot.csv"),
+        "--prices",
+        str(SIM_DATA / "prices.csv"),
+        "--policy",
+        "static-blend",
+        "-o",
+        "json",
+    ]
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["policy"] == "static-blend" and result["steps"] == 3 * 24 * 60
+    assert result["costDollars"] == pytest.approx(result["spotDollars"] + result["onDemandDollars"], abs=0.02)
+    assert 0.9 < result["servedRatio"] <= 1
+
+
+def test_simulate_rejects_bad_traces_with_file_line_and_exit_2(tmp_path, capsys):
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,region,tokens_per_second\n2024-05-12T00:00:00Z,ap-south-1,ten\n")
+    assert cli.main(["simulate", str(EXAMPLES[0]), "--demand", str(demand)]) == 2
+    assert f"{demand}:2 tokens_per_second: 'ten' is not a number" in capsys.readouterr().err
+    demand.write_text("timestamp,region,tokens_per_second\n2024-05-12T00:00:00Z,mars-1,10\n")
+    assert cli.main(["simulate", str(EXAMPLES[0]), "--demand", str(demand)]) == 2
+    assert "demand names regions the pool does not declare: mars-1" in capsys.readouterr().err
+    assert cli.main(["simulate", str(EXAMPLES[0]), "--demand", str(SIM_DATA / "demand.csv"), "--step", "soon"]) == 2
+    assert "--step: 'soon' is not a duration" in capsys.readouterr().err
