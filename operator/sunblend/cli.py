@@ -116,6 +116,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the NVML GPU agent: a Prometheus exporter for the node's GPUs."""
+    from sunblend.agent import run as agent_run
+
+    return agent_run.serve(args)
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     """Print the CRD, or write it to a file."""
     text = crd.render()
@@ -182,6 +189,11 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("-o", "--output", choices=("table", "json"), default="table")
     sim.add_argument("--png", help="draw demand against capacity by capacity type, a panel per region")
     sim.set_defaults(run=cmd_simulate)
+    from sunblend.agent import run as agent_run
+
+    agent = commands.add_parser("agent", help="run the NVML GPU agent (a Prometheus exporter) on a GPU node")
+    agent_run.add_arguments(agent)
+    agent.set_defaults(run=cmd_agent)
     crd_cmd = commands.add_parser("crd", help="print the InferencePool CRD generated from the models")
     crd_cmd.add_argument("-f", "--output-file", help="write to this file instead of stdout")
     crd_cmd.set_defaults(run=cmd_crd)
