@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -151,9 +152,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port or None,
             metrics_address=args.metrics_address,
             capacity_type_rules=Path(args.capacity_type_rules) if args.capacity_type_rules else None,
+            prometheus=_prometheus(args),
         )
     )
     return 0
+
+
+def _prometheus(args: argparse.Namespace) -> Any:
+    if not args.prometheus_url:
+        return None
+    from sunblend.observe import prometheus
+
+    return prometheus.PrometheusConfig(
+        url=args.prometheus_url,
+        bearer_token_file=Path(args.prometheus_token_file) if args.prometheus_token_file else None,
+        verify_tls=not args.prometheus_insecure,
+        ca_file=Path(args.prometheus_ca_file) if args.prometheus_ca_file else None,
+        timeout_seconds=args.prometheus_timeout,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -174,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 to disable)")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
     run.add_argument("--capacity-type-rules", help="YAML list of {label, values} mapping node labels to capacity types")
+    run.add_argument("--prometheus-url", help="read utilisation and demand from this Prometheus (default: none)")
+    run.add_argument("--prometheus-token-file", help="file holding a bearer token for Prometheus (a mounted Secret)")
+    run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus's TLS certificate")
+    run.add_argument("--prometheus-insecure", action="store_true", help="do not verify Prometheus's TLS certificate")
+    run.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds per Prometheus request (5)")
     run.set_defaults(run=cmd_run)
     sim = commands.add_parser("simulate", help="replay demand, spot and price traces under a capacity policy")
     sim.add_argument("pool", help="InferencePool YAML")

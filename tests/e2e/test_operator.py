@@ -53,7 +53,7 @@ def test_each_example_becomes_ready_with_a_plan_within_10_seconds(operator, name
     assert status["solveStatus"] == "Optimal"
     assert status["costDollarsPerHour"] > 0 and 0 < status["savingsPercent"] < 100
     assert status["current"] and len(status["nextHours"]) == 24
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Planned", "CapacityAvailable"}
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Planned", "CapacityAvailable", "MetricsAvailable"}
     assert all(c["observedGeneration"] == pool["metadata"]["generation"] for c in status["conditions"])
     # kopf's bookkeeping lives in status.kopf, not in the user's annotations; no finalizer is added.
     assert not any("kopf" in key for key in pool["metadata"].get("annotations", {}))

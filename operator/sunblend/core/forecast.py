@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sunblend.api import spec
 
@@ -143,4 +143,34 @@ def regional_forecast(
             base = blend(declared, profile.mean(bucket), profile.samples(bucket), full_at)
         factor = 1 + (correction - 1) * decay**i
         values.append(max(0.0, base * factor))
+    return tuple(values)
+
+
+def live_forecast(
+    region: spec.Region,
+    hours: tuple[dt.datetime, ...],
+    history: Sequence[tuple[dt.datetime, float]] = (),
+    current: float | None = None,
+    floor: float | None = None,
+    alpha: float = 0.3,
+) -> tuple[float, ...]:
+    """The operator's forecast for one region: declared profile, learned history, live correction.
+
+    ``history`` is measured demand (e.g. hourly samples from Prometheus); ``current`` is demand
+    measured now, which corrects the next hours through the EWMA; ``floor`` (the last measured
+    demand, when measurements are missing) keeps the first hour from planning below it: no
+    scale-down on missing data.
+    """
+    profile: HourOfWeekProfile | None = None
+    if history:
+        profile = HourOfWeekProfile(region.time_zone)
+        for at, value in history:
+            profile.add(at, value)
+    base = regional_forecast(region, hours, profile)
+    correction = 1.0
+    if current is not None and base and base[0] > 0:
+        correction = update_correction(1.0, current, base[0], alpha)
+    values = list(regional_forecast(region, hours, profile, correction))
+    if floor is not None and values:
+        values[0] = max(values[0], floor)
     return tuple(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sunblend.api import constants
@@ -35,6 +36,30 @@ REASON_SOLVER_ERROR = "SolverError"
 REASON_CAPACITY_MET = "CapacityMet"
 REASON_CAPACITY_SHORT = "CapacityShort"
 REASON_NOT_OBSERVED = "NotObserved"
+REASON_METRICS_READ = "MetricsRead"
+REASON_METRICS_UNAVAILABLE = "PrometheusUnavailable"
+REASON_METRICS_NOT_CONFIGURED = "NotConfigured"
+
+
+@dataclass(frozen=True)
+class MetricsState:
+    """Whether live measurements fed this plan: True, False (with why), or None (not configured)."""
+
+    available: bool | None
+    message: str = ""
+
+    def condition(self, generation: int | None, now: dt.datetime, previous: Sequence[Mapping[str, Any]]) -> Condition:
+        """The MetricsAvailable condition."""
+        if self.available is None:
+            reason, message = REASON_METRICS_NOT_CONFIGURED, "no Prometheus configured: the declared profile is used"
+        elif self.available:
+            reason, message = REASON_METRICS_READ, self.message or "utilisation and demand read from Prometheus"
+        else:
+            reason = REASON_METRICS_UNAVAILABLE
+            message = f"{self.message}; planning from the declared profile, not below the last measured demand"
+        return condition(
+            constants.CONDITION_METRICS_AVAILABLE, self.available, reason, message, generation, now, previous
+        )
 
 
 def _rfc3339(moment: dt.datetime) -> str:
@@ -93,6 +118,7 @@ def planned_status(
     previous: Sequence[Mapping[str, Any]],
     present_nodes: Mapping[OfferKey, int] | None,
     observed: Sequence[RegionObservation] = (),
+    metrics: MetricsState = MetricsState(None),
 ) -> InferencePoolStatus:
     """Status after planning: conditions, this hour's plan and a summary of the hours ahead."""
     if plan.has_solution:
@@ -128,10 +154,14 @@ def planned_status(
             now,
             previous,
         )
-    conditions = [ready, planned, capacity]
+    conditions = [ready, planned, capacity, metrics.condition(generation, now, previous)]
     if not plan.has_solution:
         return InferencePoolStatus(
-            observed_generation=generation, conditions=conditions, solve_status=plan.status.value, message=plan.message
+            observed_generation=generation,
+            conditions=conditions,
+            solve_status=plan.status.value,
+            observed=list(observed),
+            message=plan.message,
         )
     per_million = plan.dollars_per_million_tokens
     return InferencePoolStatus(

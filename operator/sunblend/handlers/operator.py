@@ -22,8 +22,8 @@ from kubernetes import client, config
 
 from sunblend.actuate import status as status_writer
 from sunblend.core import nodes
-from sunblend.handlers import metrics, pool
-from sunblend.observe import cluster
+from sunblend.handlers import measure, metrics, pool
+from sunblend.observe import cluster, prometheus
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Options:
     capacity_type_rules: Path | None = None
     node_cache_seconds: float = 15.0
     max_workers: int = 8
+    prometheus: prometheus.PrometheusConfig | None = None
 
 
 def pod_priority(pod_name: str) -> int:
@@ -76,6 +77,8 @@ def _configure(options: Options) -> Any:
         memo["rules"] = _rules(options.capacity_type_rules)
         memo["nodes"] = cluster.NodeReader(core, ttl_seconds=options.node_cache_seconds)
         memo["workloads"] = cluster.WorkloadReader(client.AppsV1Api(api))
+        if options.prometheus is not None:
+            memo["metrics"] = measure.MetricsReader(prometheus.PrometheusSource(options.prometheus))
         memo["replanner"] = pool.Replanner(memo, status_writer.StatusWriter(client.CustomObjectsApi(api), core))
         memo["replanner"].start()
         if options.metrics_port is not None:

@@ -42,7 +42,12 @@ def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> 
     """Re-plan when a pool appears, changes, or the operator restarts."""
     started = time.perf_counter()
     outcome = reconcile.reconcile(
-        body, dt.datetime.now(dt.UTC), memo.get("nodes"), memo.get("rules", ()), memo.get("workloads")
+        body,
+        dt.datetime.now(dt.UTC),
+        memo.get("nodes"),
+        memo.get("rules", ()),
+        memo.get("workloads"),
+        memo.get("metrics"),
     )
     patch.setdefault("status", {}).update(outcome.status)
     for event in outcome.events:
@@ -64,7 +69,7 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
 
 # What a re-plan reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
 # bookkeeping) is left out to keep the operator's memory flat as pools grow.
-_STATUS_READ = ("observedGeneration", "conditions", "plannedHour", "current", "message")
+_STATUS_READ = ("observedGeneration", "conditions", "plannedHour", "current", "message", "observed")
 
 
 def _essentials(body: kopf.Body) -> dict[str, Any]:
@@ -123,7 +128,12 @@ class Replanner:
                 continue
             started = time.perf_counter()
             outcome = reconcile.reconcile(
-                body, now, self._memo.get("nodes"), self._memo.get("rules", ()), self._memo.get("workloads")
+                body,
+                now,
+                self._memo.get("nodes"),
+                self._memo.get("rules", ()),
+                self._memo.get("workloads"),
+                self._memo.get("metrics"),
             )
             meta = body["metadata"]
             try:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sunblend.api import constants, load, spec, status
-from sunblend.core import blend, nodes, problem, report
+from sunblend.core import blend, forecast, nodes, problem, report
 from sunblend.core.plan import Plan, SolveStatus
 from sunblend.core.problem import OfferKey
+from sunblend.handlers import measure
 from sunblend.observe import cluster
 
 # Status keys the operator owns; a merge patch sets absent ones to null so stale values go.
@@ -98,12 +99,61 @@ def _workload(
     )
 
 
+def _measure(
+    pool_spec: spec.InferencePoolSpec,
+    now: dt.datetime,
+    reader: cluster.NodeReader | None,
+    metrics: measure.MetricsReader | None,
+    previous_status: Mapping[str, Any],
+) -> tuple[dict[str, tuple[float, ...]] | None, list[status.RegionObservation], report.MetricsState]:
+    """The forecast from live measurements, what was observed, and the MetricsAvailable state.
+
+    Without Prometheus the declared profile stands. With Prometheus down, the declared profile
+    stands too, but the first hour never plans below the last measured demand.
+    """
+    if metrics is None or reader is None:
+        return None, [], report.MetricsState(None)
+    regions = [r.name for r in pool_spec.regions]
+    try:
+        node_regions = {
+            name: labels[constants.REGION_LABEL]
+            for g in pool_spec.gpu_classes
+            if g.node_selector
+            for name, labels in reader.nodes(g.node_selector)
+            if labels.get(constants.REGION_LABEL) in regions
+        }
+    except cluster.ClusterUnavailable as error:
+        return None, [], report.MetricsState(False, str(error))
+    measured = metrics.measure(regions, node_regions, now)
+    hours = forecast.hour_starts(now, pool_spec.planning.horizon_hours)
+    last = {o["region"]: o.get("demandTokensPerSecond") for o in previous_status.get("observed") or []}
+    if not measured.available:
+        floors = {r: last.get(r) for r in regions}
+        demand = {r.name: forecast.live_forecast(r, hours, floor=floors[r.name]) for r in pool_spec.regions}
+        kept = [status.RegionObservation.model_validate(o) for o in previous_status.get("observed") or []]
+        return demand, kept, report.MetricsState(False, measured.reason)
+    demand = {
+        r.name: forecast.live_forecast(r, hours, measured.history.get(r.name, ()), measured.demand.get(r.name))
+        for r in pool_spec.regions
+    }
+    observed = [
+        status.RegionObservation(
+            region=r,
+            utilization_ratio=None if r not in measured.utilisation else round(measured.utilisation[r], 4),
+            demand_tokens_per_second=None if r not in measured.demand else round(measured.demand[r], 1),
+        )
+        for r in regions
+    ]
+    return demand, observed, report.MetricsState(True)
+
+
 def reconcile(
     body: Mapping[str, Any],
     now: dt.datetime,
     reader: cluster.NodeReader | None,
     rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
     workloads: cluster.WorkloadReader | None = None,
+    metrics: measure.MetricsReader | None = None,
 ) -> Outcome:
     """Decide the status of the pool in ``body`` at ``now``."""
     meta = body.get("metadata", {})
@@ -121,9 +171,10 @@ def reconcile(
         )
         return Outcome(_patch(report.invalid_status(message, generation, now, previous)), events)
     present = _observe(pool.spec, reader, rules)
-    blend_problem = problem.from_spec(pool.spec, now, current_nodes=present or {})
+    demand, observed, state = _measure(pool.spec, now, reader, metrics, previous_status)
+    blend_problem = problem.from_spec(pool.spec, now, demand=demand, current_nodes=present or {})
     result = blend.plan(blend_problem)
-    new = report.planned_status(result, generation, now, previous, present)
+    new = report.planned_status(result, generation, now, previous, present, observed, state)
     new = new.model_copy(update={"workload": _workload(pool, workloads, result)})
     patch = _patch(new)
     return Outcome(patch, tuple(_events(previous_status, patch, result)), result, fingerprint(present))

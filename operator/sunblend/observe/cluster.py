@@ -28,11 +28,15 @@ class NodeReader:
         self._api = api
         self._ttl = ttl_seconds
         self._clock = clock
-        self._cache: dict[str, tuple[float, list[dict[str, str]]]] = {}
+        self._cache: dict[str, tuple[float, list[tuple[str, dict[str, str]]]]] = {}
         self._lock = threading.Lock()
 
     def labels(self, selector: Mapping[str, str]) -> list[dict[str, str]]:
         """Labels of every node that has all of ``selector``'s labels."""
+        return [labels for _, labels in self.nodes(selector)]
+
+    def nodes(self, selector: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """(name, labels) of every node that has all of ``selector``'s labels."""
         key = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         now = self._clock()
         with self._lock:
@@ -45,7 +49,10 @@ class NodeReader:
             raise ClusterUnavailable(f"listing nodes ({key}) failed: {error.status} {error.reason}") from error
         except OSError as error:
             raise ClusterUnavailable(f"listing nodes ({key}) failed: {error}") from error
-        found = [dict((n.metadata.labels if n.metadata else None) or {}) for n in nodes.items]
+        found = [
+            ((n.metadata.name if n.metadata else None) or "", dict((n.metadata.labels if n.metadata else None) or {}))
+            for n in nodes.items
+        ]
         with self._lock:
             self._cache[key] = (now, found)
         return found

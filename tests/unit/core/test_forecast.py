@@ -76,3 +76,11 @@ def test_a_few_days_of_history_shape_the_forecast_before_a_full_week():
         profile.add(at, 800.0 if at.hour == 14 else 200.0)
     thursday_14 = forecast.hour_of_week(dt.datetime(2026, 11, 26, 14, tzinfo=UTC), "Europe/London")
     assert profile.mean(thursday_14) == 800.0 and profile.samples(thursday_14) == 2
+
+
+def test_the_live_forecast_floors_the_first_hour_at_the_last_measured_demand():
+    region = _region(base=100, peak=100)
+    hours = forecast.hour_starts(dt.datetime(2026, 11, 23, 0, tzinfo=UTC), 3)
+    assert forecast.live_forecast(region, hours, floor=450.0)[0] == 450.0
+    corrected = forecast.live_forecast(region, hours, current=200.0)
+    assert corrected[0] == pytest.approx(130.0)  # EWMA (alpha 0.3) of 200 against a forecast of 100
