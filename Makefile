@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
 
-.PHONY: demo demo-down plan test crd bench bench-reconcile clean cluster cluster-build cluster-down
+.PHONY: demo demo-down plan test crd bench bench-reconcile clean prometheus cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
@@ -29,8 +29,12 @@ plan: $(STAMP)
 ## test: every test: lint, types, layer contracts, CRD drift, unit, property and e2e tests
 ## (e2e runs against a real kube-apiserver started from hack/cluster.sh; the first build of its
 ## binaries takes a while and is cached outside the repository)
-test: $(STAMP) cluster-build
+test: $(STAMP) cluster-build prometheus
 	$(BIN)/pytest
+
+## prometheus: Debian's Prometheus server, which the e2e tests start on 127.0.0.1 (installed only when missing)
+prometheus:
+	@test -x /usr/bin/prometheus || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 
 ## cluster-build: build etcd, kube-apiserver, controller-manager, scheduler, kwok and helm once
 cluster-build:

@@ -73,6 +73,8 @@ def sample_forever(agent: exporter.Exporter, interval: float, stop: threading.Ev
 
 def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the agent with parsed ``args`` until ``stop`` is set or a SIGTERM/SIGINT arrives."""
+    if not logging.getLogger().handlers:  # `sunblend agent` and `python -m` alike; tests bring their own
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop if stop is not None else threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -113,6 +115,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments) and run the agent; the exit code."""
     parser = argparse.ArgumentParser(prog="sunblend agent", description="Export NVML GPU metrics for Prometheus.")
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(args)
+    return serve(parser.parse_args(argv))

@@ -69,7 +69,12 @@ class DemandQueries:
     """
 
     tokens_per_second: str = 'sum by (node) (rate({__name__=~"vllm[:_]generation_tokens_total"}[2m]))'
-    """Generated tokens per second: the demand the planner sizes for. Also used for history."""
+    """Generated tokens per second now: the demand the planner sizes for."""
+    tokens_per_second_history: str = 'sum by (node) (rate({__name__=~"vllm[:_]generation_tokens_total"}[$window]))'
+    """The same for history. ``$window`` becomes the range query's step (at least ``min_history_window``),
+    so each point is the mean over its step, not a sample of the moment at its end."""
+    min_history_window: dt.timedelta = dt.timedelta(minutes=2)
+    """The shortest ``$window``: rate() needs two scrapes in it."""
     requests_waiting: str = 'sum by (node) ({__name__=~"vllm[:_]num_requests_waiting"})'
     """Requests queued for lack of capacity (demand the tokens/s above does not show yet)."""
     kv_cache_usage: str = 'avg by (node) ({__name__=~"vllm[:_](gpu|kv)_cache_usage_perc"})'
@@ -234,9 +239,11 @@ class PrometheusSource:
         end: dt.datetime,
         step: dt.timedelta = dt.timedelta(minutes=5),
     ) -> list[tuple[dt.datetime, float]]:
-        """Tokens/s served in ``region`` from ``start`` to ``end``, one sample per ``step``, oldest first.
+        """Tokens/s served in ``region`` from ``start`` to ``end``, one point per ``step``, oldest first.
 
-        Times are UTC. A time at which no series of the region has a value is left out.
+        Each point is the mean rate over the ``step`` that ends at it (see ``tokens_per_second_history``).
+        Times are UTC, on whole seconds within ``start``..``end``. A time at which no series of the
+        region has a value is left out.
         """
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware")
@@ -245,9 +252,16 @@ class PrometheusSource:
             raise ValueError("need start < end and a positive step")
         if (end - start).total_seconds() / seconds > MAX_RANGE_POINTS:
             raise ValueError(f"{start} to {end} at {step} is more than {MAX_RANGE_POINTS} points; use a longer step")
-        promql = self.config.demand.tokens_per_second
+        # The client rounds both ends to whole seconds; rounding ``end`` up would ask for a moment
+        # still to come, whose rate() reads low. So: start up, end down, here.
+        first = dt.datetime.fromtimestamp(math.ceil(start.timestamp()), dt.UTC)
+        last = dt.datetime.fromtimestamp(math.floor(end.timestamp()), dt.UTC)
+        if last < first:
+            return []
+        window = max(step, self.config.demand.min_history_window).total_seconds()
+        promql = self.config.demand.tokens_per_second_history.replace("$window", f"{window:.0f}s")
         series = self._request(
-            promql, lambda: self._client.custom_query_range(promql, start, end, f"{seconds:g}", params=self._params())
+            promql, lambda: self._client.custom_query_range(promql, first, last, f"{seconds:g}", params=self._params())
         )
         totals: dict[float, float] = {}
         for item in series:
