@@ -70,3 +70,23 @@ def test_every_value_is_documented():
             documented.append((indent, ok))
         if stripped:
             previous = stripped
+
+
+def test_the_operator_is_pointed_at_prometheus_with_a_token_from_a_secret(helm):
+    run = _helm(
+        helm,
+        "template",
+        "t",
+        str(CHART),
+        "--set",
+        "prometheus.url=http://prometheus.monitoring:9090",
+        "--set",
+        "prometheus.bearerTokenSecret.name=prom-token",
+    )
+    assert run.returncode == 0, run.stderr
+    deployment = next(d for d in yaml.safe_load_all(run.stdout) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--prometheus-url=http://prometheus.monitoring:9090" in args
+    assert "--prometheus-token-file=/etc/sunblend/prometheus/token" in args
+    assert {"name": "prometheus-token", "secret": {"secretName": "prom-token"}} in pod["volumes"]
