@@ -11,8 +11,9 @@ import sys
 import yaml
 
 
-def node(region: str, capacity_type: str, index: int) -> dict:
-    name = f"gpu-{region}-{capacity_type}-{index}"
+def node(region: str, capacity_type: str, index: int, name: str | None = None) -> dict:
+    """One fake 8x H100 node; ``name`` defaults to gpu-REGION-CAPACITY-INDEX."""
+    name = name or f"gpu-{region}-{capacity_type}-{index}"
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -10,8 +10,10 @@ the duration of the test.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,25 +22,10 @@ from tests.e2e.conftest import Operator, wait_for
 from tests.e2e.test_operator import _condition, _example
 from tests.e2e.test_prometheus import agents, model_servers, prometheus_binary, server  # noqa: F401
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hack"))
+import kwok_nodes  # the same fake GPU nodes `make demo` creates
+
 pytestmark = pytest.mark.e2e
-
-
-def _node(name: str, region: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "type": "kwok",
-                "topology.kubernetes.io/region": region,
-                "node.kubernetes.io/instance-type": "p5.48xlarge",
-                "karpenter.sh/capacity-type": "on-demand",
-            },
-        },
-        "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "192", "memory": "2Ti", "pods": "110"}},
-    }
 
 
 def _has_agent_data(url: str) -> bool:
@@ -53,7 +40,7 @@ def _has_agent_data(url: str) -> bool:
 def test_observed_utilisation_and_demand_reach_the_status(operator, namespace, server, tmp_path):  # noqa: F811
     cluster = operator.cluster
     for name, region in (("gpu-mumbai-1", "ap-south-1"), ("gpu-london-1", "eu-west-2")):
-        cluster.apply(_node(name, region), namespace)
+        cluster.apply(kwok_nodes.node(region, "on-demand", 0, name=name), namespace)
     wait_for(lambda: _has_agent_data(server.url), 30, what="the agents' metrics in Prometheus")
     operator.stop()
     measuring = Operator(cluster, tmp_path / "operator.log")
