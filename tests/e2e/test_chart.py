@@ -90,3 +90,21 @@ def test_the_operator_is_pointed_at_prometheus_with_a_token_from_a_secret(helm):
     assert "--prometheus-url=http://prometheus.monitoring:9090" in args
     assert "--prometheus-token-file=/etc/sunblend/prometheus/token" in args
     assert {"name": "prometheus-token", "secret": {"secretName": "prom-token"}} in pod["volumes"]
+
+
+def test_the_agent_daemonset_is_deployed_on_gpu_nodes_when_enabled(helm):
+    run = _helm(helm, "template", "t", str(CHART), "--set", "agent.enabled=true")
+    assert run.returncode == 0, run.stderr
+    documents = [d for d in yaml.safe_load_all(run.stdout) if d]
+    daemonset = next(d for d in documents if d["kind"] == "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][0] == "agent"
+    assert pod["hostPID"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(t.get("key") == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert pod.get("nodeSelector") or pod.get("affinity")
+    assert any(e["name"] == "NODE_NAME" for e in container["env"])
+    assert {d["kind"] for d in documents} >= {"DaemonSet", "Service"}
+    disabled = _helm(helm, "template", "t", str(CHART))
+    assert "kind: DaemonSet" not in disabled.stdout
