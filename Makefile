@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
 
-.PHONY: demo demo-down plan test crd bench bench-reconcile clean prometheus cluster cluster-build cluster-down
+.PHONY: demo demo-down plan test crd bench bench-reconcile bench-simulate bench-agent clean prometheus cluster cluster-build cluster-down
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
@@ -56,6 +56,14 @@ crd: $(STAMP)
 ## bench: planner build and solve time as pools grow; writes bench/results/planner.json
 bench: $(STAMP)
 	$(BIN)/python bench/planner.py --out bench/results/planner.json
+
+## bench-simulate: every policy replayed on the real traces in ../shared/data; writes bench/results/simulate.json
+bench-simulate: $(STAMP)
+	$(BIN)/python bench/simulate.py --out bench/results/simulate.json --png docs/simulation.png
+
+## bench-agent: the GPU agent's CPU overhead at 1 s sampling (fake NVML); writes bench/results/agent.json
+bench-agent: $(STAMP)
+	$(BIN)/python bench/agent.py --out bench/results/agent.json
 
 ## bench-reconcile: apply-to-Ready latency and operator memory with 1, 100 and 1,000 pools
 bench-reconcile: $(STAMP) cluster-build
