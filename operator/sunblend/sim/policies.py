@@ -32,7 +32,7 @@ from sunblend.sim.engine import Observation
 STABILIZATION_STEPS = 5
 RECENT_STEPS = 5
 SPOT_BACKOFF_STEPS = 10
-SPOT_MEMORY_STEPS = 240  # sunblend believes spot stays scarce this long after losing some
+SPOT_MEMORY_STEPS = 720  # after losing spot, sunblend plans as if it stays this scarce for 12 hours
 
 
 class PolicyError(Exception):
