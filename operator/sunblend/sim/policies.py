@@ -27,7 +27,7 @@ from sunblend.api import spec
 from sunblend.api.spec import CapacityType
 from sunblend.core import blend, forecast
 from sunblend.core.problem import BlendProblem, Offer, OfferKey
-from sunblend.sim.engine import Observation
+from sunblend.sim.engine import Observation, Policy
 
 STABILIZATION_STEPS = 5
 RECENT_STEPS = 5
@@ -254,7 +254,6 @@ class Sunblend:
         self._hour: dt.datetime | None = None
         # Spot seen scarce: (nodes obtainable, believed until step, learned at step).
         self._spot_cap: dict[OfferKey, tuple[int, int, int]] = {}
-        self.plans = 0
 
     def commitments(self, blend_problem: BlendProblem) -> Mapping[tuple[str, str], int]:
         return {(o.region, o.gpu_class): o.committed_nodes for o in blend_problem.offers if o.committed_nodes}
@@ -303,7 +302,6 @@ class Sunblend:
             self.problem, hours=hours, demand=demand, offers=tuple(offers), current_nodes=current
         )
         result = blend.plan(step_problem)
-        self.plans += 1
         planned = dict(self._planned)
         if result.has_solution:
             planned = {(a.region, a.gpu_class, a.capacity_type): a.nodes for a in result.allocations_at(0)}
@@ -382,7 +380,7 @@ class Sunblend:
         return targets
 
 
-POLICIES: dict[str, Callable[[spec.InferencePoolSpec, BlendProblem], object]] = {
+POLICIES: dict[str, Callable[[spec.InferencePoolSpec, BlendProblem], Policy]] = {
     "on-demand": OnDemandAutoscaler,
     "static-blend": StaticBlend,
     "reserved-peak": ReservedPeak,
@@ -392,7 +390,7 @@ POLICIES: dict[str, Callable[[spec.InferencePoolSpec, BlendProblem], object]] = 
 }
 
 
-def make(name: str, pool: spec.InferencePoolSpec, blend_problem: BlendProblem) -> object:
+def make(name: str, pool: spec.InferencePoolSpec, blend_problem: BlendProblem) -> Policy:
     """The policy called ``name``."""
     try:
         return POLICIES[name](pool, blend_problem)

@@ -54,6 +54,6 @@ def compare(
             results.append((engine.Run(name), {"policy": name, "skipped": str(error)}))
             continue
         started = time.perf_counter()
-        run = replay.run(policy)  # type: ignore[arg-type]
+        run = replay.run(policy)
         results.append((run, summary(run, time.perf_counter() - started)))
     return results
