@@ -153,6 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             metrics_address=args.metrics_address,
             capacity_type_rules=Path(args.capacity_type_rules) if args.capacity_type_rules else None,
             prometheus=_prometheus(args),
+            replan_seconds=args.replan_seconds,
+            node_cache_seconds=args.node_cache_seconds,
         )
     )
     return 0
@@ -195,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus's TLS certificate")
     run.add_argument("--prometheus-insecure", action="store_true", help="do not verify Prometheus's TLS certificate")
     run.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds per Prometheus request (5)")
+    run.add_argument("--replan-seconds", type=float, default=30.0, help="how often stale pools are looked for (30)")
+    run.add_argument("--node-cache-seconds", type=float, default=15.0, help="how long a node listing is reused (15)")
     run.set_defaults(run=cmd_run)
     sim = commands.add_parser("simulate", help="replay demand, spot and price traces under a capacity policy")
     sim.add_argument("pool", help="InferencePool YAML")

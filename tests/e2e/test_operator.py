@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.conftest import CHART_NAMESPACE, RELEASE, SERVICE_ACCOUNT, wait_for
+from tests.e2e.conftest import CHART_NAMESPACE, RELEASE, SERVICE_ACCOUNT, Operator, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+import kwok_nodes  # noqa: E402  (the same fake GPU nodes `make demo` creates)
+
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
@@ -270,3 +274,52 @@ def test_the_status_shows_the_model_servers_replicas(operator, namespace):
         3,
     )
     assert workload["plannedReplicas"] == sum(c["replicas"] for c in pool["status"]["current"])
+
+
+def test_new_gpu_nodes_are_seen_without_any_change_to_the_pool(operator, namespace, tmp_path):
+    """The re-plan loop notices the pool's GPU nodes changing and re-plans: CapacityAvailable flips."""
+    cluster = operator.cluster
+    operator.stop()
+    quick = Operator(cluster, tmp_path / "operator.log")
+    quick.extra_args = ["--replan-seconds", "1", "--node-cache-seconds", "1"]
+    document = _example()
+    selector = {"sunblend.dev/test": namespace}
+    document["spec"]["gpuClasses"][0]["nodeSelector"] = selector
+    names = [f"{namespace}-{i}" for i in range(4)]
+    try:
+        quick.start()
+        cluster.apply(document, namespace)
+        cluster.kubectl(
+            "wait",
+            "-n",
+            namespace,
+            "inferencepools.sunblend.dev/chat-india-uk",
+            "--for=condition=Ready",
+            "--timeout=10s",
+        )
+        pool = cluster.get("inferencepools.sunblend.dev", "chat-india-uk", "-n", namespace)
+        assert _condition(pool, "CapacityAvailable")["reason"] == "CapacityShort"
+        needed = {(c["region"], c["capacityType"]): c["nodes"] for c in pool["status"]["current"]}
+        index = 0
+        for (region, capacity_type), count in needed.items():
+            for _ in range(count):
+                node = kwok_nodes.node(region, capacity_type, index, name=f"{namespace}-{index}")
+                node["metadata"]["labels"].update(selector)
+                cluster.apply(node, namespace)
+                names.append(node["metadata"]["name"])
+                index += 1
+        wait_for(
+            lambda: (
+                _condition(
+                    cluster.get("inferencepools.sunblend.dev", "chat-india-uk", "-n", namespace), "CapacityAvailable"
+                ).get("status")
+                == "True"
+            ),
+            20,
+            what="CapacityAvailable=True after the nodes appeared",
+        )
+    finally:
+        quick.stop()
+        operator.start()
+        for name in names:
+            cluster.kubectl("delete", "node", name, "--wait=false", check=False)

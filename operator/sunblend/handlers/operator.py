@@ -40,6 +40,7 @@ class Options:
     metrics_address: str = "0.0.0.0"
     capacity_type_rules: Path | None = None
     node_cache_seconds: float = 15.0
+    replan_seconds: float = pool.LOOP_SECONDS
     max_workers: int = 8
     prometheus: prometheus.PrometheusConfig | None = None
 
@@ -72,6 +73,10 @@ def _configure(options: Options) -> Any:
         settings.posting.reporting_component = "sunblend"
         settings.execution.max_workers = options.max_workers
         settings.watching.server_timeout = 300
+        # kopf gives each pool a shallow copy of this memo: containers made here are shared by all
+        # pools and the re-plan loop; a key first set in a pool's handler would stay in that copy.
+        memo["pools"] = {}
+        memo["fingerprints"] = {}
         api = _kubernetes()
         core = client.CoreV1Api(api)
         memo["rules"] = _rules(options.capacity_type_rules)
@@ -79,7 +84,8 @@ def _configure(options: Options) -> Any:
         memo["workloads"] = cluster.WorkloadReader(client.AppsV1Api(api))
         if options.prometheus is not None:
             memo["metrics"] = measure.MetricsReader(prometheus.PrometheusSource(options.prometheus))
-        memo["replanner"] = pool.Replanner(memo, status_writer.StatusWriter(client.CustomObjectsApi(api), core))
+        writer = status_writer.StatusWriter(client.CustomObjectsApi(api), core)
+        memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)
         memo["replanner"].start()
         if options.metrics_port is not None:
             metrics.serve(options.metrics_port, options.metrics_address)
