@@ -10,10 +10,11 @@ boundary and when its GPU nodes change, from the latest bodies kopf has seen.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -58,13 +59,13 @@ def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event(*RESOURCE)
 def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the latest body of every pool for the re-plan loop; forget deleted pools."""
-    pools: dict[tuple[str, str], dict[str, Any]] = memo.setdefault("pools", {})
+    pools: dict[tuple[str, str], str] = memo.setdefault("pools", {})
     key = (body.metadata.namespace or "", body.metadata.name or "")
     if event.get("type") == "DELETED":
         pools.pop(key, None)
         metrics.forget(*key)
     else:
-        pools[key] = _essentials(body)
+        pools[key] = essentials(body)
 
 
 # What a re-plan reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
@@ -72,15 +73,18 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
 _STATUS_READ = ("observedGeneration", "conditions", "plannedHour", "current", "message", "observed")
 
 
-def _essentials(body: kopf.Body) -> dict[str, Any]:
+def essentials(body: Mapping[str, Any]) -> str:
+    """What the re-plan loop reads of a pool, as compact JSON: no references into kopf's bodies."""
     status = body.get("status") or {}
-    return {
+    metadata = body.get("metadata") or {}
+    kept = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "uid", "generation")},
-        "spec": dict(body.spec),
+        "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid", "generation")},
+        "spec": body.get("spec"),
         "status": {k: status[k] for k in _STATUS_READ if k in status},
     }
+    return json.dumps(kept, separators=(",", ":"), default=dict)
 
 
 def stale(body: dict[str, Any], now: dt.datetime, nodes_changed: Callable[[dict[str, Any]], bool]) -> bool:
@@ -123,7 +127,8 @@ class Replanner:
     def run_once(self, now: dt.datetime) -> int:
         """Re-plan every stale pool; return how many were re-planned."""
         count = 0
-        for body in list(self._memo.get("pools", {}).values()):
+        for text in list(self._memo.get("pools", {}).values()):
+            body = json.loads(text)
             if not stale(body, now, self._nodes_changed):
                 continue
             started = time.perf_counter()

@@ -49,7 +49,7 @@ def test_a_pool_whose_spec_changed_is_left_to_the_change_handlers():
 
 
 def test_run_once_replans_stale_pools_and_writes_their_status():
-    memo = {"pools": {("default", "t"): _planned_body(NOON)}}
+    memo = {"pools": {("default", "t"): pool.essentials(_planned_body(NOON))}}
     writer = RecordingWriter()
     replanner = pool.Replanner(memo, writer)  # type: ignore[arg-type]
     assert replanner.run_once(NOON + dt.timedelta(minutes=5)) == 0
