@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -134,12 +134,10 @@ def _grid(traces: Traces, settings: Settings) -> list[dt.datetime]:
     return [traces.start + i * settings.step for i in range(count)]
 
 
-def _on_grid(series_at: object, times: list[dt.datetime], default: float) -> list[float]:
-    values = []
-    for moment in times:
-        value = series_at(moment)  # type: ignore[operator]
-        values.append(default if value is None else float(value))
-    return values
+def _on_grid(series_at: Callable[[dt.datetime], float | None], times: list[dt.datetime], default: float) -> list[float]:
+    """A trace's values at each step, ``default`` before its first row."""
+    values = [series_at(moment) for moment in times]
+    return [default if value is None else float(value) for value in values]
 
 
 class Engine:
