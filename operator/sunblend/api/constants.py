@@ -24,3 +24,23 @@ CONDITION_READY: Final = "Ready"
 CONDITION_PLANNED: Final = "Planned"
 CONDITION_CAPACITY_AVAILABLE: Final = "CapacityAvailable"
 CONDITION_METRICS_AVAILABLE: Final = "MetricsAvailable"
+
+# Labels and annotations on what sunblend creates (slices, their PDBs) and reads (nodes, pods).
+POOL_LABEL: Final = "sunblend.dev/pool"
+SLICE_LABEL: Final = "sunblend.dev/slice"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "sunblend"
+CAPACITY_TYPE_LABEL: Final = "sunblend.dev/capacity-type"
+GPU_CLASS_LABEL: Final = "sunblend.dev/gpu-class"
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+DO_NOT_DISRUPT_ANNOTATION: Final = "karpenter.sh/do-not-disrupt"
+SAFE_TO_EVICT_ANNOTATION: Final = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+# Taints that spot nodes carry on some providers; spot slices tolerate them.
+SPOT_TAINTS: Final = (
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+)
+
+CONDITION_ACTING: Final = "Acting"
+CONDITION_DRAIN_BLOCKED: Final = "DrainBlocked"

@@ -210,6 +210,45 @@ class Planning(_Model):
     relative_gap: float = Field(0.01, ge=0, le=1, description="Relative MIP gap at which to stop.")
 
 
+class ActuationMode(enum.StrEnum):
+    """Whether the operator acts on its decisions or only reports them."""
+
+    ADVISORY = "Advisory"
+    ENFORCE = "Enforce"
+
+
+class NodeProviderName(enum.StrEnum):
+    """Who is asked for nodes. ``none``: pending pods are left to the cluster's own autoscaler."""
+
+    NONE = "none"
+    KWOK = "kwok"
+
+
+class Disruption(_Model):
+    """How much the operator may disrupt at once: replicas per slice, and nodes drained."""
+
+    max_unavailable: int = Field(
+        1, ge=0, le=10000, description="maxUnavailable of each slice's PodDisruptionBudget (replicas)."
+    )
+    max_nodes_at_once: int = Field(1, ge=0, le=1000, description="Nodes being drained at the same time, at most.")
+    max_nodes_per_hour: int = Field(10, ge=0, le=10000, description="Nodes drained in any hour, at most.")
+
+
+class Actuation(_Model):
+    """How the operator acts on the plan."""
+
+    mode: ActuationMode | None = Field(
+        None, description="Advisory (status only) or Enforce; absent: the operator's default (the chart sets it)."
+    )
+    node_provider: NodeProviderName | None = Field(
+        None, description="Who provisions nodes: none (the cluster's autoscaler) or kwok; absent: the operator's default."
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0, le=86400, description="Live demand must stay lower this long before replicas are removed."
+    )
+    disruption: Disruption = Field(default_factory=Disruption, description="Disruption budget of the pool.")
+
+
 class InferencePoolSpec(_Model):
     """What a user asks for: a model server, regions, GPU classes, commitments and policy."""
 
@@ -230,6 +269,7 @@ class InferencePoolSpec(_Model):
     )
     policy: Policy = Field(default_factory=Policy, description="Service and risk policy.")
     planning: Planning = Field(default_factory=Planning, description="Planner settings.")
+    actuation: Actuation = Field(default_factory=Actuation, description="How the plan is acted on.")
 
     def region(self, name: str) -> Region:
         """The declared region called ``name``."""
