@@ -44,3 +44,17 @@ SPOT_TAINTS: Final = (
 
 CONDITION_ACTING: Final = "Acting"
 CONDITION_DRAIN_BLOCKED: Final = "DrainBlocked"
+
+# Event reasons of the decision engine and the actuator.
+REASON_SPOT_INTERRUPTED: Final = "SpotInterrupted"
+REASON_FELL_BACK_TO_ON_DEMAND: Final = "FellBackToOnDemand"
+REASON_RETURNED_TO_SPOT: Final = "ReturnedToSpot"
+REASON_SCALED: Final = "Scaled"
+REASON_DRAINING: Final = "Draining"
+REASON_DRAIN_BLOCKED: Final = "DrainBlocked"
+REASON_ADVISORY: Final = "Advisory"
+REASON_ENFORCING: Final = "Enforcing"
+REASON_OWNED_BY_AUTOSCALER: Final = "OwnedByAutoscaler"
+REASON_STALE_COMMAND: Final = "StaleCommand"
+REASON_ACTUATION_FAILED: Final = "ActuationFailed"
+REASON_THROUGHPUT_DIFFERS: Final = "ThroughputDiffers"

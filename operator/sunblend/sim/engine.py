@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sunblend.api.spec import CapacityType
+from sunblend.core import commands
 from sunblend.core.problem import BlendProblem, Offer, OfferKey
 from sunblend.sim.traces import Traces
 
@@ -127,6 +128,19 @@ class Run:
         """Savings versus the all-on-demand reference."""
         reference = self.all_on_demand_dollars
         return 0.0 if reference <= 0 else 1 - self.total_dollars / reference
+
+
+def apply_commands(current: Mapping[OfferKey, int], decided: Sequence[commands.Command]) -> dict[OfferKey, int]:
+    """Node targets after the node commands: ``current`` where no SetNodes names an offer.
+
+    The simulator has no pods or node names: it applies SetNodes (with the provisioning delays
+    of ``Settings``) and leaves slices, cordons and drains to the operator's cluster.
+    """
+    targets = dict(current)
+    for command in decided:
+        if isinstance(command, commands.SetNodes):
+            targets[command.offer] = command.nodes
+    return targets
 
 
 def _grid(traces: Traces, settings: Settings) -> list[dt.datetime]:

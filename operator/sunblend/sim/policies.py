@@ -11,28 +11,25 @@ Each policy sees only the past (``Observation``) and returns node targets. Sourc
   fallback: an unavailable offering is skipped for a while, then retried).
 - ``spothedge``: SkyServe's SpotHedge (Mao et al., EuroSys 2025): over-provision spot, spread
   over the regions allowed to serve, with dynamic on-demand fallback for missing spot.
-- ``sunblend``: the forecast (``core.forecast``) and the MILP plan (``core.blend``) every hour,
-  the same code the operator runs, plus a reactive on-demand correction between hours.
+- ``sunblend``: the operator's own decision engine (``core.policy``): the forecast and the MILP
+  plan every hour, and the reactive corrections between hours, as Command values.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
 from sunblend.api import spec
 from sunblend.api.spec import CapacityType
-from sunblend.core import blend, forecast
+from sunblend.core import commands, forecast, policy
 from sunblend.core.problem import BlendProblem, Offer, OfferKey
-from sunblend.sim.engine import Observation, Policy
+from sunblend.sim.engine import Observation, Policy, apply_commands
 
 STABILIZATION_STEPS = 5
 RECENT_STEPS = 5
 SPOT_BACKOFF_STEPS = 10
-SPOT_MEMORY_STEPS = 720  # after losing spot, sunblend plans as if it stays this scarce for 12 hours
 
 
 class PolicyError(Exception):
@@ -226,158 +223,65 @@ class SpotHedge(_Reactive):
 
 
 class Sunblend:
-    """sunblend: forecast and plan every hour with the operator's code, correct reactively between."""
+    """sunblend: the operator's decision engine (``core.policy``), step by step; a thin adapter.
+
+    Each step turns the simulator's observation into the engine's, runs ``policy.decide`` and
+    applies the node Commands it returns (``engine.apply_commands``). The slices follow their
+    ScaleSlice commands at once; their ready replicas are those that fit on running nodes.
+    """
 
     name = "sunblend"
 
-    def __init__(
-        self,
-        pool: spec.InferencePoolSpec,
-        blend_problem: BlendProblem,
-        plan_hours: int = 24,
-        lead: dt.timedelta = dt.timedelta(minutes=8),
-    ) -> None:
+    def __init__(self, pool: spec.InferencePoolSpec, blend_problem: BlendProblem) -> None:
         self.pool = pool
         self.problem = blend_problem
-        self.plan_hours = plan_hours
-        self.lead = lead  # plan the next hour this early, so its nodes have booted when it starts
-        self._next: tuple[dt.datetime, dict[OfferKey, int], dict[str, float], int] | None = None
         self.offers = {o.key: o for o in blend_problem.offers}
-        self.profiles = {r.name: forecast.HourOfWeekProfile(r.time_zone) for r in pool.regions}
-        self.correction = dict.fromkeys(blend_problem.regions, 1.0)
-        self._hour_peaks: dict[str, float] = defaultdict(float)
-        self._hour_steps = 0
-        self._forecast_now: dict[str, float] = {}
-        self._planned: dict[OfferKey, int] = {}
-        self._replacement: dict[OfferKey, int] = defaultdict(int)  # on-demand standing in for lost spot
-        self._surge: dict[OfferKey, int] = defaultdict(int)  # on-demand for demand above the forecast
-        self._hour: dt.datetime | None = None
-        # Spot seen scarce: (nodes obtainable, believed until step, learned at step).
-        self._spot_cap: dict[OfferKey, tuple[int, int, int]] = {}
+        self.state = policy.State()
+        self.slices: dict[OfferKey, int] = {}
+        self.decisions: list[policy.Decision] = []  # kept only when ``record`` is set (tests)
+        self.record = False
 
     def commitments(self, blend_problem: BlendProblem) -> Mapping[tuple[str, str], int]:
         return {(o.region, o.gpu_class): o.committed_nodes for o in blend_problem.offers if o.committed_nodes}
 
-    def _learn(self, observation: Observation) -> None:
-        """Track each hour's peak demand: capacity is planned for the busiest part of the hour."""
-        if observation.step == 0:
-            return
-        for region in self.problem.regions:
-            seen = observation.history.at(region, observation.step - 1)
-            self._hour_peaks[region] = max(self._hour_peaks[region], seen)
-        self._hour_steps += 1
-
-    def _close_hour(self, hour_start: dt.datetime) -> None:
-        if not self._hour_steps:
-            return
-        for region in self.problem.regions:
-            actual = self._hour_peaks[region]
-            self.profiles[region].add(hour_start, actual)
-            if region in self._forecast_now:
-                self.correction[region] = forecast.update_correction(
-                    self.correction[region], actual, self._forecast_now[region]
-                )
-        self._hour_peaks.clear()
-        self._hour_steps = 0
-
-    def _plan(self, observation: Observation, start: dt.datetime) -> tuple[dict[OfferKey, int], dict[str, float]]:
-        """This policy's targets for the hour starting at ``start``, and the forecast they serve."""
-        hours = forecast.hour_starts(start, self.plan_hours)
-        demand = {
-            r.name: forecast.regional_forecast(r, hours, self.profiles[r.name], self.correction[r.name], full_at=2)
-            for r in self.pool.regions
-        }
-        offers = []
-        for o in self.problem.offers:
-            cap = self._spot_cap.get(o.key)
-            offers.append(
-                dataclasses.replace(
-                    o,
-                    dollars_per_gpu_hour=observation.prices.get(o.key, o.dollars_per_gpu_hour),
-                    max_nodes=cap[0] if cap and cap[1] > observation.step else None,
-                )
-            )
-        current = {k: observation.running.get(k, 0) + observation.booting.get(k, 0) for k in self.offers}
-        step_problem = dataclasses.replace(
-            self.problem, hours=hours, demand=demand, offers=tuple(offers), current_nodes=current
+    def observe(self, observation: Observation) -> policy.Observation:
+        """The engine's view of a simulator step: demand up to the previous step, nodes, notices."""
+        demand = (
+            {r: observation.history.at(r, observation.step - 1) for r in self.problem.regions}
+            if observation.step > 0
+            else {}
         )
-        result = blend.plan(step_problem)
-        planned = dict(self._planned)
-        if result.has_solution:
-            planned = {(a.region, a.gpu_class, a.capacity_type): a.nodes for a in result.allocations_at(0)}
-        return planned, {r: values[0] for r, values in demand.items()}
-
-    def _replace_lost_spot(self, observation: Observation) -> None:
-        for key, lost in observation.lost_spot.items():
-            if not lost:
-                continue
-            running = observation.running.get(key, 0)
-            self._spot_cap[key] = (running, observation.step + SPOT_MEMORY_STEPS, observation.step)
-            self._planned[key] = min(self._planned.get(key, 0), running + observation.booting.get(key, 0))
-            od = _cheapest(self.problem, key[0], CapacityType.ON_DEMAND, observation.prices)
-            if od is not None:
-                tokens = lost * self.offers[key].tokens_per_second_per_node
-                self._replacement[od.key] += math.ceil(tokens / od.tokens_per_second_per_node - 1e-9)
-
-    def _cover_surges(self, observation: Observation, targets: Mapping[OfferKey, int]) -> None:
-        """Between plans: if recent demand (with headroom) outgrows the targets, add on-demand now.
-
-        Demand is routed as the engine routes it (each region first, then regions allowed to
-        serve it), so a plan that serves one region from another is not second-guessed; what
-        stays unmet gets on-demand in its own region, kept until the next plan.
-        """
-        if observation.step == 0:
-            return
-        headroom = 1 + self.problem.headroom
-        capacity: dict[str, float] = defaultdict(float)
-        for key, nodes in targets.items():
-            capacity[key[0]] += nodes * self.offers[key].tokens_per_second_per_node
-        wanted = {r: headroom * _seen_demand(observation, r, lambda _: 0.0) for r in self.problem.regions}
-        served = {r: min(wanted[r], capacity[r]) for r in wanted}
-        spare = {r: capacity[r] - served[r] for r in wanted}
-        for user in self.problem.regions:
-            for server in self.problem.serving_regions(user):
-                moved = min(wanted[user] - served[user], spare[server])
-                if moved > 0:
-                    served[user] += moved
-                    spare[server] -= moved
-            unmet = wanted[user] - served[user]
-            od = _cheapest(self.problem, user, CapacityType.ON_DEMAND, observation.prices)
-            if unmet > 1e-6 and od is not None:
-                self._surge[od.key] += math.ceil(unmet / od.tokens_per_second_per_node - 1e-9)
+        notices = tuple(
+            policy.Notice(f"{observation.step}/{key[0]}/{key[1]}/{key[2].value}/{i}", key)
+            for key, lost in sorted(observation.lost_spot.items())
+            for i in range(lost)
+        )
+        ready_replicas = {
+            k: min(n, observation.running.get(k, 0) * self.offers[k].replicas_per_node)
+            for k, n in self.slices.items()
+            if k in self.offers
+        }
+        return policy.Observation(
+            now=observation.now,
+            ready=dict(observation.running),
+            booting={k: n for k, n in observation.booting.items() if n},
+            replicas=dict(self.slices),
+            ready_replicas=ready_replicas,
+            demand=demand,
+            notices=notices,
+            prices=dict(observation.prices),
+        )
 
     def decide(self, observation: Observation) -> Mapping[OfferKey, int]:
-        self._learn(observation)
-        hour = observation.now.replace(minute=0, second=0, microsecond=0)
-        if hour != self._hour:
-            if self._hour is not None:
-                self._close_hour(self._hour)
-            self._hour = hour
-            spot_news = max((since for _, _, since in self._spot_cap.values()), default=-1)
-            if self._next is not None and self._next[0] == hour and self._next[3] >= spot_news:
-                _, self._planned, self._forecast_now, _ = self._next
-            else:  # no plan made ahead, or spot was lost since: plan again with what is known now
-                self._planned, self._forecast_now = self._plan(observation, hour)
-            self._next = None
-            self._replacement.clear()
-            self._surge.clear()
-        upcoming = hour + forecast.HOUR
-        if self._next is None and observation.now >= upcoming - self.lead:
-            planned, expected = self._plan(observation, upcoming)
-            self._next = (upcoming, planned, expected, observation.step)
-        self._replace_lost_spot(observation)
-        targets: dict[OfferKey, int] = defaultdict(int)
-        for extra in (self._planned, self._replacement, self._surge):
-            for key, n in extra.items():
-                targets[key] += n
-        before = dict(self._surge)
-        self._cover_surges(observation, targets)
-        for key, n in self._surge.items():
-            targets[key] += n - before.get(key, 0)
-        if self._next is not None:  # boot the next hour's nodes ahead of it; keep this hour's
-            for key, n in self._next[1].items():
-                targets[key] = max(targets[key], n)
-        return targets
+        decision = policy.decide(self.pool, self.problem, self.observe(observation), self.state)
+        self.state = decision.state
+        if self.record:
+            self.decisions.append(decision)
+        for command in decision.commands:
+            if isinstance(command, commands.ScaleSlice):
+                self.slices[command.offer] = command.replicas
+        current = {k: observation.running.get(k, 0) + observation.booting.get(k, 0) for k in self.offers}
+        return apply_commands(current, decision.commands)
 
 
 POLICIES: dict[str, Callable[[spec.InferencePoolSpec, BlendProblem], Policy]] = {
