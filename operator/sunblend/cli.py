@@ -17,6 +17,7 @@ import yaml
 from rich.console import Console
 
 from sunblend.api import crd, load
+from sunblend.api.spec import ActuationMode
 from sunblend.core import blend, problem
 from sunblend.present import document, table
 
@@ -155,6 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             prometheus=_prometheus(args),
             replan_seconds=args.replan_seconds,
             node_cache_seconds=args.node_cache_seconds,
+            actuation_mode=ActuationMode(args.actuation_mode),
+            interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
+            clock_offset_seconds=args.clock_offset_seconds,
         )
     )
     return 0
@@ -197,7 +201,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus's TLS certificate")
     run.add_argument("--prometheus-insecure", action="store_true", help="do not verify Prometheus's TLS certificate")
     run.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds per Prometheus request (5)")
-    run.add_argument("--replan-seconds", type=float, default=30.0, help="how often stale pools are looked for (30)")
+    run.add_argument(
+        "--actuation-mode",
+        choices=[m.value for m in ActuationMode],
+        default=ActuationMode.ADVISORY.value,
+        help="for pools that do not set spec.actuation.mode: Advisory (status only) or Enforce (default: Advisory)",
+    )
+    run.add_argument("--interruption-rules", help="YAML list of {taintKey, effect} marking spot interruption notices")
+    run.add_argument(
+        "--clock-offset-seconds",
+        type=float,
+        default=0.0,
+        help="run the operator's clock this far ahead (tests and demos only; 0 in production)",
+    )
+    run.add_argument("--replan-seconds", type=float, default=30.0, help="how often every pool is stepped (30)")
     run.add_argument("--node-cache-seconds", type=float, default=15.0, help="how long a node listing is reused (15)")
     run.set_defaults(run=cmd_run)
     sim = commands.add_parser("simulate", help="replay demand, spot and price traces under a capacity policy")

@@ -76,6 +76,35 @@ class WorkloadReplicas(_Model):
     planned_replicas: int | None = Field(None, description="Replicas the plan has room for this hour.")
 
 
+class CommandStatus(_Model):
+    """One command of the last decision: run (Enforce) or only proposed (Advisory)."""
+
+    kind: str
+    target: str
+    value: int | None = None
+    reason: str = ""
+
+
+class RegionThroughput(_Model):
+    """Tokens/s one replica serves in a region: measured while busy, and declared."""
+
+    region: str
+    measured_tokens_per_second: float
+    declared_tokens_per_second: float
+
+
+class Actuation(_Model):
+    """What the operator did, or would do, with the last decision."""
+
+    mode: str = Field(description="Advisory or Enforce.")
+    node_provider: str = Field("none", description="Who was asked for nodes.")
+    decided_at: str | None = Field(None, description="RFC 3339 time of the last decision.")
+    commands: list[CommandStatus] = Field(default_factory=list)
+    draining: list[str] = Field(default_factory=list, description="Nodes this pool is draining.")
+    drains_started: list[str] = Field(default_factory=list, description="When drains started, the last hour.")
+    spot_nodes: list[str] = Field(default_factory=list, description="Spot nodes seen last time (to notice one vanish).")
+
+
 class InferencePoolStatus(_Model):
     """What the operator reports about a pool."""
 
@@ -93,6 +122,11 @@ class InferencePoolStatus(_Model):
     next_hours: list[HourSummary] = Field(default_factory=list)
     observed: list[RegionObservation] = Field(default_factory=list)
     workload: WorkloadReplicas | None = None
+    actuation: Actuation | None = None
+    throughput: list[RegionThroughput] = Field(default_factory=list)
+    policy_state: dict[str, Any] | None = Field(
+        None, description="The decision engine's memory (forecast correction, spot losses, plan ahead)."
+    )
     message: str | None = None
     kopf: dict[str, Any] | None = Field(
         None, description="The operator framework's own bookkeeping (handler progress, last handled spec)."

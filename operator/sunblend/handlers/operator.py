@@ -8,10 +8,11 @@ pod name), or one replica runs ``--standalone``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ import kopf
 import yaml
 from kubernetes import client, config
 
+from sunblend.actuate import drain, execute, workloads
 from sunblend.actuate import status as status_writer
-from sunblend.core import nodes
-from sunblend.handlers import measure, metrics, pool
-from sunblend.observe import cluster, prometheus
+from sunblend.api.spec import ActuationMode
+from sunblend.core import interruptions, nodes
+from sunblend.handlers import metrics, pool
+from sunblend.loop import measure, reconcile
+from sunblend.observe import prometheus, snapshot
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Options:
     replan_seconds: float = pool.LOOP_SECONDS
     max_workers: int = 8
     prometheus: prometheus.PrometheusConfig | None = None
+    actuation_mode: ActuationMode = ActuationMode.ADVISORY
+    interruption_rules: Path | None = None
+    clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
 
 
 def pod_priority(pod_name: str) -> int:
@@ -54,6 +61,17 @@ def _rules(path: Path | None) -> tuple[nodes.CapacityTypeRule, ...]:
     if path is None:
         return nodes.DEFAULT_RULES
     return nodes.rules_from_config(yaml.safe_load(path.read_text()) or [])
+
+
+def _interruption_rules(path: Path | None) -> tuple[interruptions.InterruptionRule, ...]:
+    if path is None:
+        return interruptions.DEFAULT_RULES
+    return interruptions.rules_from_config(yaml.safe_load(path.read_text()) or [])
+
+
+def _clock(offset_seconds: float) -> Callable[[], dt.datetime]:
+    offset = dt.timedelta(seconds=offset_seconds)
+    return lambda: dt.datetime.now(dt.UTC) + offset
 
 
 def _kubernetes() -> client.ApiClient:
@@ -76,15 +94,25 @@ def _configure(options: Options) -> Any:
         # kopf gives each pool a shallow copy of this memo: containers made here are shared by all
         # pools and the re-plan loop; a key first set in a pool's handler would stay in that copy.
         memo["pools"] = {}
-        memo["fingerprints"] = {}
+        memo["clock"] = _clock(options.clock_offset_seconds)
         api = _kubernetes()
-        core = client.CoreV1Api(api)
-        memo["rules"] = _rules(options.capacity_type_rules)
-        memo["nodes"] = cluster.NodeReader(core, ttl_seconds=options.node_cache_seconds)
-        memo["workloads"] = cluster.WorkloadReader(client.AppsV1Api(api))
-        if options.prometheus is not None:
-            memo["metrics"] = measure.MetricsReader(prometheus.PrometheusSource(options.prometheus))
-        writer = status_writer.StatusWriter(client.CustomObjectsApi(api), core)
+        rules = _rules(options.capacity_type_rules)
+        reader = snapshot.SnapshotReader(api, rules, _interruption_rules(options.interruption_rules))
+        actuator = execute.Actuator(
+            reader.read,
+            workloads.WorkloadWriter(client.AppsV1Api(api), client.PolicyV1Api(api)),
+            drain.Drainer(client.CoreV1Api(api)),
+            rules,
+        )
+        memo["services"] = reconcile.Services(
+            snapshots=reader,
+            metrics=None
+            if options.prometheus is None
+            else measure.MetricsReader(prometheus.PrometheusSource(options.prometheus)),
+            actuator=actuator,
+            default_mode=options.actuation_mode,
+        )
+        writer = status_writer.StatusWriter(client.CustomObjectsApi(api), client.CoreV1Api(api))
         memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)
         memo["replanner"].start()
         if options.metrics_port is not None:

@@ -1,10 +1,11 @@
-"""kopf handlers for InferencePool, and the hourly re-plan loop.
+"""kopf handlers for InferencePool, and the fast loop that steps every pool.
 
-Thin: each handler reads the clock, calls ``handlers.reconcile``, and applies what it returns
-(status patch, events, metrics). Handlers are synchronous; kopf runs them in its thread pool.
-No handler blocks deletion and there are no per-object timers or daemons, so kopf never adds a
-finalizer. Instead one loop per operator (``Replanner``) re-plans every pool at each hour
-boundary and when its GPU nodes change, from the latest bodies kopf has seen.
+Thin: each handler reads the clock, calls ``loop.reconcile`` (observe, decide, act) and applies
+what it returns (status patch, events, metrics). Handlers are synchronous; kopf runs them in
+its thread pool. No handler blocks deletion and there are no per-object timers or daemons, so
+kopf never adds a finalizer. Instead one loop per operator (``Replanner``) steps every pool
+every ``LOOP_SECONDS`` from the latest bodies kopf has seen: the decision engine plans at each
+hour (and 8 minutes ahead of it) and scales between plans.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import kopf
 
 from sunblend.actuate import status as status_writer
 from sunblend.api import constants
-from sunblend.handlers import metrics, reconcile
+from sunblend.handlers import metrics
+from sunblend.loop import reconcile
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 LOOP_SECONDS = 30.0
@@ -29,37 +31,37 @@ LOOP_SECONDS = 30.0
 logger = logging.getLogger(__name__)
 
 
-def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, memo: kopf.Memo, seconds: float) -> None:
+def _now(memo: Mapping[str, Any]) -> dt.datetime:
+    clock: Callable[[], dt.datetime] | None = memo.get("clock")
+    return clock() if clock is not None else dt.datetime.now(dt.UTC)
+
+
+def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, seconds: float) -> None:
     meta = body["metadata"]
-    metrics.record(meta.get("namespace", ""), meta.get("name", ""), outcome.plan)
+    if outcome.plan is not None:
+        metrics.record(meta.get("namespace", ""), meta.get("name", ""), outcome.plan)
     metrics.RECONCILE_SECONDS.observe(seconds)
-    memo.setdefault("fingerprints", {})[meta.get("uid")] = outcome.nodes_fingerprint
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Re-plan when a pool appears, changes, or the operator restarts."""
+def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any) -> None:
+    """Step a pool when it appears or changes (plan again), or when the operator restarts (continue)."""
     started = time.perf_counter()
-    outcome = reconcile.reconcile(
-        body,
-        dt.datetime.now(dt.UTC),
-        memo.get("nodes"),
-        memo.get("rules", ()),
-        memo.get("workloads"),
-        memo.get("metrics"),
-    )
+    services: reconcile.Services = memo["services"]
+    changed = None if reason == "resume" else True
+    outcome = reconcile.reconcile(dict(body), _now(memo), services, spec_changed=changed)
     patch.setdefault("status", {}).update(outcome.status)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    _record(body, outcome, memo, time.perf_counter() - started)
+    _record(body, outcome, time.perf_counter() - started)
 
 
 @kopf.on.event(*RESOURCE)
 def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the latest body of every pool for the re-plan loop; forget deleted pools."""
-    pools: dict[tuple[str, str], str] = memo.setdefault("pools", {})
+    """Keep the latest body of every pool for the fast loop; forget deleted pools."""
+    pools: dict[tuple[str, str], str] = memo["pools"]
     key = (body.metadata.namespace or "", body.metadata.name or "")
     if event.get("type") == "DELETED":
         pools.pop(key, None)
@@ -68,13 +70,22 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
         pools[key] = essentials(body)
 
 
-# What a re-plan reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
+# What a step reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
 # bookkeeping) is left out to keep the operator's memory flat as pools grow.
-_STATUS_READ = ("observedGeneration", "conditions", "plannedHour", "current", "message", "observed")
+_STATUS_READ = (
+    "observedGeneration",
+    "conditions",
+    "plannedHour",
+    "current",
+    "message",
+    "observed",
+    "policyState",
+    "actuation",
+)
 
 
 def essentials(body: Mapping[str, Any]) -> str:
-    """What the re-plan loop reads of a pool, as compact JSON: no references into kopf's bodies."""
+    """What the fast loop reads of a pool, as compact JSON: no references into kopf's bodies."""
     status = body.get("status") or {}
     metadata = body.get("metadata") or {}
     kept = {
@@ -87,28 +98,26 @@ def essentials(body: Mapping[str, Any]) -> str:
     return json.dumps(kept, separators=(",", ":"), default=dict)
 
 
-def stale(body: dict[str, Any], now: dt.datetime, nodes_changed: Callable[[dict[str, Any]], bool]) -> bool:
-    """Whether a handled pool needs a new plan: a new hour, or its nodes changed."""
+def handled(body: Mapping[str, Any]) -> bool:
+    """Whether the change handlers have seen this generation (otherwise they step it, not the loop)."""
     status = body.get("status") or {}
-    if status.get("observedGeneration") != body.get("metadata", {}).get("generation"):
-        return False  # the change handlers have it
-    if "conditions" not in status:
-        return False
-    hour = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:00:00Z")
-    if status.get("plannedHour") not in (None, hour):
-        return True
-    return nodes_changed(body)
+    return "conditions" in status and status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
 class Replanner:
-    """One background thread re-planning stale pools, instead of one kopf timer per pool."""
+    """One background thread stepping every handled pool, instead of one kopf timer per pool."""
 
-    def __init__(self, memo: kopf.Memo, writer: status_writer.StatusWriter, interval: float = LOOP_SECONDS) -> None:
+    def __init__(
+        self,
+        memo: Mapping[str, Any],
+        writer: status_writer.StatusWriter,
+        interval: float = LOOP_SECONDS,
+    ) -> None:
         self._memo = memo
         self._writer = writer
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sunblend-replanner", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="sunblend-fast-loop", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -117,29 +126,17 @@ class Replanner:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _nodes_changed(self, body: dict[str, Any]) -> bool:
-        reader = self._memo.get("nodes")
-        known: str | None = self._memo.get("fingerprints", {}).get(body["metadata"].get("uid"))
-        if reader is None or known is None:
-            return False
-        return reconcile.fingerprint_of(body, reader, self._memo.get("rules", ())) != known
-
     def run_once(self, now: dt.datetime) -> int:
-        """Re-plan every stale pool; return how many were re-planned."""
+        """Step every handled pool; return how many statuses were written."""
         count = 0
-        for text in list(self._memo.get("pools", {}).values()):
+        services: reconcile.Services = self._memo["services"]
+        pools: dict[tuple[str, str], str] = self._memo["pools"]
+        for key, text in list(pools.items()):
             body = json.loads(text)
-            if not stale(body, now, self._nodes_changed):
+            if not handled(body):
                 continue
             started = time.perf_counter()
-            outcome = reconcile.reconcile(
-                body,
-                now,
-                self._memo.get("nodes"),
-                self._memo.get("rules", ()),
-                self._memo.get("workloads"),
-                self._memo.get("metrics"),
-            )
+            outcome = reconcile.reconcile(body, now, services, spec_changed=False)
             meta = body["metadata"]
             try:
                 if not self._writer.patch_status(meta["namespace"], meta["name"], outcome.status):
@@ -147,15 +144,20 @@ class Replanner:
             except status_writer.StatusRejected as error:
                 logger.error("%s", error)
                 continue
+            # Keep what was just written, so the next pass continues from it even before kopf's
+            # watch delivers the new body.
+            body["status"] = {**body.get("status", {}), **{k: v for k, v in outcome.status.items() if v is not None}}
+            if pools.get(key) == text:
+                pools[key] = essentials(body)
             for event in outcome.events:
                 self._writer.post_event(body, event.type, event.reason, event.message, now)
-            _record(body, outcome, self._memo, time.perf_counter() - started)
+            _record(body, outcome, time.perf_counter() - started)
             count += 1
         return count
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.run_once(dt.datetime.now(dt.UTC))
+                self.run_once(_now(self._memo))
             except Exception:  # the loop must survive one bad pass; the next pass retries
-                logger.exception("re-plan pass failed")
+                logger.exception("fast-loop pass failed")

@@ -1,0 +1,100 @@
+"""Carries out validated Commands, in order: nodes, then slices and workloads, then cordon, then drain.
+
+Called by ``loop.reconcile`` in Enforce mode. Before anything is written the commands are
+re-checked against a fresh read of the cluster (``actuate.validate``): a stale command is
+dropped, never forced, and the next step decides again. Each write is idempotent (a slice is
+applied with its full desired state), so repeating a step repeats no work. Node commands go
+to the node provider; with ``none`` they are left to the cluster's own autoscaler (pending pods
+drive it) and only reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sunblend.actuate import drain, manifests, validate, workloads
+from sunblend.api import spec
+from sunblend.core import commands, nodes, snapshot
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What one step wrote, what it dropped as stale, and what waits."""
+
+    done: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()  # drains a PodDisruptionBudget holds back
+    failed: tuple[str, ...] = ()
+    left_to_autoscaler: tuple[str, ...] = ()
+    drained: tuple[str, ...] = field(default=())  # nodes with none of the pool's pods left
+
+
+class Actuator:
+    """Validates commands against a fresh snapshot, then writes them through the writers."""
+
+    def __init__(
+        self,
+        read: Callable[[spec.InferencePool], snapshot.Snapshot],
+        writer: workloads.WorkloadWriter,
+        drainer: drain.Drainer,
+        rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+    ) -> None:
+        self._read = read
+        self._writer = writer
+        self._drainer = drainer
+        self._rules = tuple(rules)
+
+    def act(self, pool: spec.InferencePool, uid: str, decided: Sequence[commands.Command]) -> Acted:
+        """Re-check ``decided`` against the cluster now, and carry out what is still valid."""
+        if not decided:
+            return Acted()
+        fresh = self._read(pool)
+        if not fresh.readable:
+            return Acted(stale=tuple(f"{commands.describe(c)}: cluster unreadable ({fresh.reason})" for c in decided))
+        checked = validate.validate(commands.ordered(list(decided)), fresh, pool.metadata.name)
+        done, blocked, failed, left, drained = [], [], [], [], []
+        namespace = pool.metadata.namespace
+        for command in checked.valid:
+            try:
+                if isinstance(command, commands.SetNodes):
+                    left.append(commands.describe(command))
+                elif isinstance(command, commands.ScaleSlice):
+                    self._writer.apply_slice(
+                        namespace, manifests.slice_deployment(pool, uid, command.offer, command.replicas, self._rules)
+                    )
+                    budget = pool.spec.actuation.disruption.max_unavailable
+                    self._writer.apply_budget(namespace, manifests.slice_budget(pool, uid, command.offer, budget))
+                    done.append(commands.describe(command))
+                elif isinstance(command, commands.ScaleWorkload):
+                    self._writer.scale(namespace, command.workload_kind, command.name, command.replicas, None)
+                    done.append(commands.describe(command))
+                elif isinstance(command, commands.Cordon):
+                    self._drainer.cordon(command.node)
+                    done.append(commands.describe(command))
+                else:
+                    pods = [p for p in fresh.pods_on(command.node) if p.name in command.pods]
+                    outcome = self._drainer.drain(namespace, command.node, pods)
+                    done.append(f"{commands.describe(command)} ({len(outcome.evicted)} evicted)")
+                    if outcome.blocked:
+                        blocked.append(
+                            f"{command.node}: a PodDisruptionBudget holds back eviction of {', '.join(outcome.blocked)}"
+                        )
+                    if outcome.protected:
+                        blocked.append(f"{command.node}: {', '.join(outcome.protected)} may not be disrupted")
+                    if outcome.complete:
+                        drained.append(command.node)
+            except workloads.ActuationFailed as error:
+                logger.warning("%s failed: %s", commands.describe(command), error)
+                failed.append(f"{commands.describe(command)}: {error}")
+        return Acted(
+            done=tuple(done),
+            stale=tuple(f"{commands.describe(c)}: {why}" for c, why in checked.stale),
+            blocked=tuple(blocked),
+            failed=tuple(failed),
+            left_to_autoscaler=tuple(left),
+            drained=tuple(drained),
+        )

@@ -1,0 +1,1 @@
+"""The reconcile loop: observe, decide, validate, act and report, with no kopf."""

@@ -1,0 +1,176 @@
+"""The decision engine on hand-made observations: plans, commands, spot losses, surges, state."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+from sunblend.api.spec import CapacityType
+from sunblend.core import commands, policy, policy_state, problem
+from tests.unit import pools
+
+NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+SPOT = ("r1", "gpu", CapacityType.SPOT)
+OD = ("r1", "gpu", CapacityType.ON_DEMAND)
+
+
+def _pool(**fields):
+    fields.setdefault("gpuClasses", [pools.gpu_class(spot=1.0)])
+    fields.setdefault("regions", [pools.region("r1", base=1000)])
+    fields.setdefault(
+        "policy", {"headroom": 0, "maxSpotFraction": 0.5, "spotLossServedFraction": 0, "minReplicasPerRegion": 0}
+    )
+    pool_spec = pools.pool_spec(**fields)
+    return pool_spec, problem.from_spec(pool_spec, NOON)
+
+
+def _step(pool_spec, base, state, at, **seen):
+    seen.setdefault("ready", {})
+    return policy.decide(pool_spec, base, policy.Observation(now=at, **seen), state)
+
+
+def _nodes(decision):
+    return {c.offer: c.nodes for c in decision.commands if isinstance(c, commands.SetNodes)}
+
+
+def test_the_first_step_plans_the_hour_and_asks_for_its_nodes_with_reasons():
+    pool_spec, base = _pool()
+    decision = _step(pool_spec, base, policy.State(), NOON)
+    assert decision.plan is not None and decision.plan.has_solution
+    assert _nodes(decision) == {SPOT: 5, OD: 5}  # 10 nodes for 1,000 tokens/s, spot capped at half
+    slices = {c.offer: c.replicas for c in decision.commands if isinstance(c, commands.ScaleSlice)}
+    assert slices == {SPOT: 5, OD: 5}
+    assert all("the plan for 12:00 UTC" in c.reason for c in decision.commands)
+    assert decision.state.hour == NOON
+
+
+def test_a_step_within_the_hour_makes_no_plan_and_no_command_once_the_nodes_are_there():
+    pool_spec, base = _pool()
+    first = _step(pool_spec, base, policy.State(), NOON)
+    second = _step(
+        pool_spec,
+        base,
+        first.state,
+        NOON + dt.timedelta(minutes=1),
+        ready={SPOT: 5, OD: 5},
+        replicas={SPOT: 5, OD: 5},
+        ready_replicas={SPOT: 5, OD: 5},
+    )
+    assert second.plan is None
+    assert second.commands == ()
+
+
+def test_a_spot_notice_is_covered_by_on_demand_at_once_remembered_and_counted_once():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    notice = policy.Notice("spot-0", SPOT)
+    seen = {"ready": {SPOT: 4, OD: 5}, "notices": (notice,)}
+    decision = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=2), **seen)
+    assert _nodes(decision)[OD] == 6
+    assert [e.reason for e in decision.events] == ["SpotInterrupted", "FellBackToOnDemand"]
+    memory = decision.state.spot_memory[SPOT]
+    assert memory.nodes == 4 and memory.until == NOON + dt.timedelta(minutes=2) + policy.SPOT_MEMORY_BASE
+    again = _step(pool_spec, base, decision.state, NOON + dt.timedelta(minutes=3), **seen)
+    assert again.events == ()  # the same notice is not handled twice
+    assert _nodes(again)[OD] == 6
+
+
+def test_spot_lost_again_while_remembered_is_remembered_twice_as_long():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    first = _step(pool_spec, base, state, NOON, ready={SPOT: 4}, notices=(policy.Notice("a", SPOT),))
+    second = _step(pool_spec, base, first.state, NOON, ready={SPOT: 3}, notices=(policy.Notice("b", SPOT),))
+    assert second.state.spot_memory[SPOT].span == 2 * policy.SPOT_MEMORY_BASE
+
+
+def test_spot_is_planned_again_when_the_memory_runs_out():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    lost = _step(
+        pool_spec, base, state, NOON, ready={SPOT: 0}, notices=tuple(policy.Notice(f"n{i}", SPOT) for i in range(5))
+    )
+    later = NOON + policy.SPOT_MEMORY_BASE + dt.timedelta(hours=1)
+    back = _step(pool_spec, base, lost.state, later, ready={OD: 10})
+    assert "ReturnedToSpot" in [e.reason for e in back.events]
+    assert _nodes(back)[SPOT] == 5
+
+
+def test_live_demand_above_the_plan_adds_on_demand_and_keeps_it_until_the_next_plan():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    seen = {"ready": {SPOT: 5, OD: 5}, "metrics_available": True}
+    surge = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=5), demand={"r1": 1500}, **seen)
+    assert _nodes(surge) == {OD: 10}
+    assert "above the plan" in next(c.reason for c in surge.commands if isinstance(c, commands.SetNodes))
+    calm = _step(pool_spec, base, surge.state, NOON + dt.timedelta(minutes=20), demand={"r1": 900}, **seen)
+    assert _nodes(calm) == {OD: 10}  # no scale-down before the next plan
+
+
+def test_nothing_is_removed_while_metrics_are_unavailable():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    decision = _step(pool_spec, base, state, NOON, ready={SPOT: 5, OD: 9}, metrics_available=False)
+    assert OD not in _nodes(decision)
+    assert "metrics are unavailable" in next(c.reason for c in decision.commands if c.offer == OD)
+
+
+def test_capacity_is_removed_only_once_its_replacement_is_ready():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    booting = _step(pool_spec, base, state, NOON, ready={OD: 9}, booting={SPOT: 5})
+    assert _nodes(booting) == {}  # on-demand kept while spot boots
+    ready = _step(pool_spec, base, state, NOON, ready={OD: 9, SPOT: 5})
+    assert _nodes(ready) == {OD: 5}
+
+
+def test_the_next_hour_is_planned_eight_minutes_early_and_booted_ahead():
+    pool_spec, base = _pool(regions=[pools.region("r1", base=1000, peak=2000, busy=(13, 18))])
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    early = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=52), ready={SPOT: 5, OD: 5})
+    assert early.state.next_plan is not None and early.state.next_plan.hour == NOON + dt.timedelta(hours=1)
+    assert _nodes(early) == {SPOT: 10, OD: 10}
+    at_one = _step(pool_spec, base, early.state, NOON + dt.timedelta(hours=1), ready={SPOT: 10, OD: 10})
+    assert at_one.plan is None  # the plan made ahead is used
+
+
+def test_the_state_survives_a_round_trip_through_the_status_and_decides_the_same():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    state = _step(
+        pool_spec,
+        base,
+        state,
+        NOON + dt.timedelta(minutes=53),
+        ready={SPOT: 4, OD: 5},
+        demand={"r1": 1234.5},
+        notices=(policy.Notice("x", SPOT),),
+        metrics_available=True,
+    ).state
+    stored = json.loads(json.dumps(policy_state.to_document(state)))
+    restored = policy_state.from_document(stored)
+    assert restored == dataclasses.replace(state)
+    at = NOON + dt.timedelta(hours=1, minutes=1)
+    seen = {"ready": {SPOT: 4, OD: 6}, "demand": {"r1": 1300.0}, "metrics_available": True}
+    assert _step(pool_spec, base, restored, at, **seen).commands == _step(pool_spec, base, state, at, **seen).commands
+
+
+def test_an_unreadable_state_says_why():
+    try:
+        policy_state.from_document({"version": 99})
+    except policy_state.UnreadableState as error:
+        assert "version 99" in str(error)
+    else:
+        raise AssertionError("expected UnreadableState")
+
+
+def test_measured_throughput_is_learned_while_busy_and_warned_when_far_from_declared():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    seen = {"ready": {SPOT: 5, OD: 5}, "ready_replicas": {SPOT: 5, OD: 5}, "metrics_available": True}
+    busy = _step(pool_spec, base, state, NOON, demand={"r1": 600}, utilisation={"r1": 0.95}, **seen)
+    assert busy.state.throughput == {"r1": 60.0}
+    [warning] = policy.throughput_warnings(pool_spec, busy.state)
+    assert "60 tokens/s measured, 100 declared" in warning
+    idle = _step(pool_spec, base, state, NOON, demand={"r1": 300}, utilisation={"r1": 0.3}, **seen)
+    assert idle.state.throughput == {}
