@@ -380,7 +380,9 @@ class _Step:
     def hold(self, targets: dict[OfferKey, int]) -> None:
         """No removal on missing data; removal in a region only once its new capacity is ready."""
         present = {k: self.obs.ready.get(k, 0) + self.obs.booting.get(k, 0) for k in self.offers}
-        waiting_regions = {k[0] for k, n in targets.items() if n > self.obs.ready.get(k, 0)}
+        # A region waits while capacity is on its way there: nodes booting, or replicas not yet ready.
+        waiting_regions = {k[0] for k, n in self.obs.booting.items() if n > 0 and targets.get(k, 0) > 0}
+        waiting_regions |= {k[0] for k, n in self.obs.replicas.items() if self.obs.ready_replicas.get(k, 0) < n}
         for key in self.offers:
             wanted, have = targets.get(key, 0), present[key]
             if wanted >= have:
