@@ -77,7 +77,8 @@ def drains(
                 (n for n in nodes if view.pods_on(n.name)), key=lambda n: (len(view.pods_on(n.name)), n.name)
             )
             remaining = len(nodes)
-            for node in loaded[:surplus]:
+            surplus -= len(nodes) - len(loaded)  # empty nodes go first, and need no drain
+            for node in loaded[: max(0, surplus)]:
                 pods = view.pods_on(node.name)
                 if any(p.do_not_disrupt for p in pods):
                     held.append(f"{node.name}: a pod on it may not be disrupted")

@@ -380,9 +380,14 @@ class _Step:
     def hold(self, targets: dict[OfferKey, int]) -> None:
         """No removal on missing data; removal in a region only once its new capacity is ready."""
         present = {k: self.obs.ready.get(k, 0) + self.obs.booting.get(k, 0) for k in self.offers}
-        # A region waits while capacity is on its way there: nodes booting, or replicas not yet ready.
+        # A region waits while capacity is on its way there: nodes booting, or replicas starting on
+        # nodes that are ready (replicas with no node to run on are not on their way).
         waiting_regions = {k[0] for k, n in self.obs.booting.items() if n > 0 and targets.get(k, 0) > 0}
-        waiting_regions |= {k[0] for k, n in self.obs.replicas.items() if self.obs.ready_replicas.get(k, 0) < n}
+        for key, replicas in self.obs.replicas.items():
+            offer = self.offers.get(key)
+            room = self.obs.ready.get(key, 0) * (offer.replicas_per_node if offer else 0)
+            if min(replicas, room) > self.obs.ready_replicas.get(key, 0):
+                waiting_regions.add(key[0])
         for key in self.offers:
             wanted, have = targets.get(key, 0), present[key]
             if wanted >= have:

@@ -21,9 +21,12 @@ from sunblend.loop import measure
 
 
 def spot_nodes(view: snapshot.Snapshot) -> list[str]:
-    """``node@region/class/spot`` for each spot node in the snapshot (remembered to notice one vanish)."""
+    """``node@region/class/spot`` for each spot node with no interruption signal, remembered to notice
+    one vanish without warning (a node under notice was already counted as lost)."""
     return sorted(
-        f"{n.name}@{commands.offer_text(n.offer)}" for n in view.nodes if n.capacity_type is CapacityType.SPOT
+        f"{n.name}@{commands.offer_text(n.offer)}"
+        for n in view.nodes
+        if n.capacity_type is CapacityType.SPOT and n.interruption is None
     )
 
 

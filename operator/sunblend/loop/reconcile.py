@@ -332,6 +332,8 @@ def _step(
     else:
         view = services.snapshots.read(pool)
     measured, observed, metrics_state = _measure(pool.spec, view, services.metrics, now)
+    if metrics_state.available is False:  # keep what was last measured, never zero it
+        observed = [status.RegionObservation.model_validate(o) for o in previous_status.get("observed") or []]
     base = services.problem(pool.spec, now)
     previous_actuation = previous_status.get("actuation") or {}
     seen = observation.build(pool, base, view, measured, previous_actuation.get("spotNodes") or [], now)

@@ -1,10 +1,11 @@
-"""The hourly re-plan loop: which pools it re-plans, and what it writes, without a cluster."""
+"""The fast loop: which pools it steps, and what it writes, without a cluster."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sunblend.handlers import pool, reconcile
+from sunblend.handlers import pool
+from sunblend.loop import reconcile
 from tests.unit import pools
 
 NOON = dt.datetime(2026, 11, 23, 12, 10, tzinfo=dt.UTC)
@@ -25,35 +26,32 @@ class RecordingWriter:
         self.events.append(reason)
 
 
-def _planned_body(at: dt.datetime) -> dict:
+def _planned_body(at: dt.datetime, services: reconcile.Services) -> dict:
     body = pools.document()
     body["metadata"].update({"namespace": "default", "generation": 1, "uid": "u1"})
-    body["status"] = reconcile.reconcile(body, at, reader=None).status
+    body["status"] = reconcile.reconcile(body, at, services).status
     return body
 
 
-def test_a_pool_planned_this_hour_is_left_alone():
-    assert not pool.stale(_planned_body(NOON), NOON + dt.timedelta(minutes=40), lambda body: False)
-
-
-def test_a_new_hour_or_changed_nodes_make_a_pool_stale():
-    body = _planned_body(NOON)
-    assert pool.stale(body, NOON + dt.timedelta(hours=1), lambda body: False)
-    assert pool.stale(body, NOON, lambda body: True)
-
-
-def test_a_pool_whose_spec_changed_is_left_to_the_change_handlers():
-    body = _planned_body(NOON)
+def test_a_pool_the_change_handlers_have_not_seen_is_left_to_them():
+    body = _planned_body(NOON, reconcile.Services())
+    assert pool.handled(body)
     body["metadata"]["generation"] = 2
-    assert not pool.stale(body, NOON + dt.timedelta(hours=1), lambda body: True)
+    assert not pool.handled(body)
+    body.pop("status")
+    assert not pool.handled(body)
 
 
-def test_run_once_replans_stale_pools_and_writes_their_status():
-    memo = {"pools": {("default", "t"): pool.essentials(_planned_body(NOON))}}
+def test_run_once_steps_every_pool_and_plans_at_the_new_hour():
+    services = reconcile.Services()
+    memo = {"pools": {("default", "t"): pool.essentials(_planned_body(NOON, services))}, "services": services}
     writer = RecordingWriter()
     replanner = pool.Replanner(memo, writer)  # type: ignore[arg-type]
-    assert replanner.run_once(NOON + dt.timedelta(minutes=5)) == 0
-    assert replanner.run_once(NOON + dt.timedelta(hours=1)) == 1
+    assert replanner.run_once(NOON + dt.timedelta(minutes=5)) == 1
     [(namespace, name, status)] = writer.patches
     assert (namespace, name) == ("default", "t")
-    assert status["plannedHour"] == "2026-11-23T13:00:00Z"
+    assert "plannedHour" not in status  # same hour: the plan stands
+    assert replanner.run_once(NOON + dt.timedelta(hours=1)) == 1
+    assert writer.patches[-1][2]["plannedHour"] == "2026-11-23T13:00:00Z"
+    # What was written is what the next pass continues from.
+    assert '"hour":"2026-11-23T13:00:00Z"' in memo["pools"][("default", "t")]
