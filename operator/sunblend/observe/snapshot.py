@@ -1,0 +1,341 @@
+"""Reads one ``core.snapshot.Snapshot`` of a pool from the API server: its nodes, pods, workloads, autoscalers, PDBs.
+
+The reconcile loop calls ``SnapshotReader.read`` once per pool and visit, then runs the pure
+stages on the answer. Nodes are listed only by each GPU class's selector (never the whole
+cluster); everything else only in the pool's namespace. When the API server cannot be read the
+snapshot says so (``readable=False`` and a reason) rather than raising or guessing: callers do
+nothing on missing data. The object-to-view conversions are plain functions, tested without a
+cluster. Synchronous (the kubernetes client is) and read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Final, TypeVar, cast
+
+import urllib3
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+
+from sunblend.api import constants, spec
+from sunblend.core import interruptions, nodes, snapshot
+from sunblend.observe import cluster
+
+REQUEST_TIMEOUT_SECONDS: Final = 10
+KEDA_GROUP: Final = "keda.sh"
+KEDA_VERSION: Final = "v1alpha1"
+KEDA_PLURAL: Final = "scaledobjects"
+
+_T = TypeVar("_T")
+_parse_quantity = cast(Callable[[str], Decimal], utils.parse_quantity)
+
+
+class NotFound(cluster.ClusterUnavailable):
+    """The object, or its kind (a CRD that is not installed), does not exist: a 404."""
+
+
+# ---- conversions: kubernetes objects to plain views (pure) ----------------------------------
+
+
+def selector_text(labels: Mapping[str, str]) -> str:
+    """A label selector for the API's ``labelSelector`` parameter: ``k=v,...`` in key order."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def label_selector_text(selector: client.V1LabelSelector | None) -> str:
+    """A ``V1LabelSelector`` (matchLabels and matchExpressions) as ``labelSelector`` text; "" if empty."""
+    if selector is None:
+        return ""
+    terms = [selector_text(selector.match_labels)] if selector.match_labels else []
+    for requirement in selector.match_expressions or []:
+        values = ",".join(sorted(requirement.values or []))
+        terms.append(
+            {
+                "In": f"{requirement.key} in ({values})",
+                "NotIn": f"{requirement.key} notin ({values})",
+                "Exists": requirement.key,
+                "DoesNotExist": f"!{requirement.key}",
+            }[requirement.operator]
+        )
+    return ",".join(terms)
+
+
+def gpu_count(quantity: str | None) -> int:
+    """A whole-number resource quantity (GPUs): "8" is 8; absent or malformed is 0."""
+    if quantity is None:
+        return 0
+    try:
+        return int(_parse_quantity(quantity))
+    except (ArithmeticError, ValueError):
+        return 0
+
+
+def taints(node: client.V1Node) -> list[dict[str, str]]:
+    """The node's taints as ``{key, value, effect}`` mappings (value "" when absent)."""
+    found = node.spec.taints if node.spec is not None else None
+    return [{"key": t.key, "value": t.value or "", "effect": t.effect} for t in found or []]
+
+
+def _condition_true(conditions: Iterable[client.V1NodeCondition | client.V1PodCondition] | None, kind: str) -> bool:
+    return any(c.type == kind and c.status == "True" for c in conditions or [])
+
+
+def node_view(
+    node: client.V1Node,
+    pool_spec: spec.InferencePoolSpec,
+    capacity_rules: Iterable[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+    interruption_rules: Iterable[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
+) -> snapshot.NodeView | None:
+    """The node as the pool sees it; None when it is in no declared region or no GPU class selects it."""
+    labels = dict(node.metadata.labels or {}) if node.metadata is not None else {}
+    region = labels.get(constants.REGION_LABEL)
+    if region is None or region not in {r.name for r in pool_spec.regions}:
+        return None
+    gpu_class = next((g for g in pool_spec.gpu_classes if nodes.selects(g, labels)), None)
+    if gpu_class is None:
+        return None
+    status = node.status
+    return snapshot.NodeView(
+        name=(node.metadata.name if node.metadata is not None else None) or "",
+        region=region,
+        gpu_class=gpu_class.name,
+        capacity_type=nodes.capacity_type(labels, capacity_rules),
+        ready=_condition_true(status.conditions if status is not None else None, "Ready"),
+        unschedulable=bool(node.spec is not None and node.spec.unschedulable),
+        interruption=interruptions.signal(taints(node), interruption_rules),
+        gpus=gpu_count((status.allocatable or {}).get(constants.GPU_RESOURCE) if status is not None else None),
+        labels=labels,
+    )
+
+
+def _gpus_requested(container: client.V1Container) -> int:
+    resources = container.resources
+    if resources is None:
+        return 0
+    # The API server copies limits into absent requests for extended resources; read either.
+    quantity = (resources.requests or {}).get(constants.GPU_RESOURCE) or (resources.limits or {}).get(
+        constants.GPU_RESOURCE
+    )
+    return gpu_count(quantity)
+
+
+def pod_gpus(pod_spec: client.V1PodSpec | None) -> int:
+    """GPUs the pod holds: its containers and sidecars, or its largest init container if that is more."""
+    if pod_spec is None:
+        return 0
+    init = pod_spec.init_containers or []
+    sidecars = sum(_gpus_requested(c) for c in init if c.restart_policy == "Always")
+    running = sum(_gpus_requested(c) for c in pod_spec.containers) + sidecars
+    return max([running, *(_gpus_requested(c) for c in init if c.restart_policy != "Always")])
+
+
+def pod_view(pod: client.V1Pod) -> snapshot.PodView:
+    """One pod of the pool's model server."""
+    metadata = pod.metadata or client.V1ObjectMeta()
+    labels = metadata.labels or {}
+    annotations = metadata.annotations or {}
+    return snapshot.PodView(
+        name=metadata.name or "",
+        node=(pod.spec.node_name if pod.spec is not None else None) or None,
+        slice_name=labels.get(constants.SLICE_LABEL),
+        ready=_condition_true(pod.status.conditions if pod.status is not None else None, "Ready"),
+        gpus=pod_gpus(pod.spec),
+        do_not_disrupt=annotations.get(constants.DO_NOT_DISRUPT_ANNOTATION) == "true"
+        or annotations.get(constants.SAFE_TO_EVICT_ANNOTATION) == "false",
+        deleting=metadata.deletion_timestamp is not None,
+    )
+
+
+def owned_by(metadata: client.V1ObjectMeta | None, pool_name: str) -> bool:
+    """Whether the object has an ownerReference to the InferencePool called ``pool_name``."""
+    references = (metadata.owner_references if metadata is not None else None) or []
+    return any(
+        r.kind == constants.KIND and r.name == pool_name and r.api_version.split("/")[0] == constants.GROUP
+        for r in references
+    )
+
+
+def workload_view(workload: client.V1Deployment | client.V1StatefulSet, pool_name: str) -> snapshot.WorkloadView:
+    """A Deployment or StatefulSet; ``spec.replicas`` absent counts as the API's default of 1."""
+    metadata = workload.metadata or client.V1ObjectMeta()
+    replicas = workload.spec.replicas if workload.spec is not None else None
+    return snapshot.WorkloadView(
+        kind="Deployment" if isinstance(workload, client.V1Deployment) else "StatefulSet",
+        name=metadata.name or "",
+        replicas=1 if replicas is None else replicas,
+        ready_replicas=(workload.status.ready_replicas if workload.status is not None else None) or 0,
+        resource_version=metadata.resource_version or "",
+        labels=dict(metadata.labels or {}),
+        owned_by_pool=owned_by(metadata, pool_name),
+    )
+
+
+def hpa_view(hpa: client.V2HorizontalPodAutoscaler) -> snapshot.AutoscalerView:
+    """An HPA and the workload it scales."""
+    target = hpa.spec.scale_target_ref
+    return snapshot.AutoscalerView(
+        kind="HorizontalPodAutoscaler",
+        name=(hpa.metadata.name if hpa.metadata is not None else None) or "",
+        target_kind=target.kind,
+        target_name=target.name,
+    )
+
+
+def scaled_object_view(scaled_object: object) -> snapshot.AutoscalerView | None:
+    """A KEDA ScaledObject (a plain mapping) and what it scales; None when it names no target."""
+    if not isinstance(scaled_object, Mapping):
+        return None
+    metadata = scaled_object.get("metadata")
+    object_spec = scaled_object.get("spec")
+    target = object_spec.get("scaleTargetRef") if isinstance(object_spec, Mapping) else None
+    if not isinstance(target, Mapping) or not target.get("name"):
+        return None
+    return snapshot.AutoscalerView(
+        kind="ScaledObject",
+        name=str(metadata.get("name", "")) if isinstance(metadata, Mapping) else "",
+        target_kind=str(target.get("kind") or "Deployment"),
+        target_name=str(target["name"]),
+    )
+
+
+def budget_view(budget: client.V1PodDisruptionBudget) -> snapshot.BudgetView:
+    """A PDB; no status yet (its controller has not counted) means no disruption is allowed."""
+    selector = budget.spec.selector if budget.spec is not None else None
+    return snapshot.BudgetView(
+        name=(budget.metadata.name if budget.metadata is not None else None) or "",
+        selector=dict((selector.match_labels if selector is not None else None) or {}),
+        disruptions_allowed=(budget.status.disruptions_allowed if budget.status is not None else None) or 0,
+    )
+
+
+# ---- the reader ------------------------------------------------------------------------------
+
+
+def _call(what: str, request: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+    """Make one API request with the standard timeout; failures become ``ClusterUnavailable``."""
+    try:
+        return request(*args, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+    except ApiException as error:
+        failure = NotFound if error.status == 404 else cluster.ClusterUnavailable
+        raise failure(f"{what} failed: the API server answered {error.status} {error.reason}") from error
+    except (OSError, urllib3.exceptions.HTTPError) as error:
+        cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
+        raise cluster.ClusterUnavailable(f"{what} failed: the API server could not be reached: {cause}") from error
+    except ValueError as error:  # an answer the client could not decode
+        raise cluster.ClusterUnavailable(f"{what} failed: the answer could not be read: {error}") from error
+
+
+class SnapshotReader:
+    """Reads a pool's ``Snapshot`` through one API client; the rules map node labels and taints to meaning."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        capacity_rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+        interruption_rules: Sequence[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
+    ) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+        self._policy = client.PolicyV1Api(api_client)
+        self._autoscaling = client.AutoscalingV2Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._capacity_rules = tuple(capacity_rules)
+        self._interruption_rules = tuple(interruption_rules)
+
+    def read(self, pool: spec.InferencePool) -> snapshot.Snapshot:
+        """Everything the pure stages need about ``pool``, or ``readable=False`` and why not."""
+        try:
+            return self._read(pool)
+        except cluster.ClusterUnavailable as error:
+            return snapshot.Snapshot(readable=False, reason=str(error))
+
+    def _read(self, pool: spec.InferencePool) -> snapshot.Snapshot:
+        namespace, name = pool.metadata.namespace, pool.metadata.name
+        workloads = {(w.kind, w.name): w for w in self._pool_workloads(namespace, name)}
+        pods = self._pods(namespace, selector_text({constants.POOL_LABEL: name}))
+        ref = pool.spec.model_server.workload_ref
+        if ref is not None:
+            found = self._workload(namespace, ref.kind, ref.name)
+            if found is not None:
+                workloads.setdefault((ref.kind, ref.name), workload_view(found, name))
+                selector = label_selector_text(found.spec.selector if found.spec is not None else None)
+                if selector:
+                    pods += self._pods(namespace, selector)
+        return snapshot.Snapshot(
+            nodes=self._nodes(pool.spec),
+            pods=tuple(sorted({p.name: p for p in pods}.values(), key=lambda p: p.name)),
+            workloads=tuple(workloads[key] for key in sorted(workloads)),
+            autoscalers=self._autoscalers(namespace),
+            budgets=self._budgets(namespace),
+        )
+
+    def _nodes(self, pool_spec: spec.InferencePoolSpec) -> tuple[snapshot.NodeView, ...]:
+        found: dict[str, snapshot.NodeView] = {}
+        for selector in dict.fromkeys(selector_text(g.node_selector) for g in pool_spec.gpu_classes if g.node_selector):
+            listed = _call(f"listing nodes ({selector})", self._core.list_node, label_selector=selector)
+            for node in listed.items:
+                view = node_view(node, pool_spec, self._capacity_rules, self._interruption_rules)
+                if view is not None:
+                    found[view.name] = view
+        return tuple(found[n] for n in sorted(found))
+
+    def _pods(self, namespace: str, selector: str) -> list[snapshot.PodView]:
+        listed = _call(
+            f"listing pods ({selector}) in namespace {namespace}",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        return [pod_view(p) for p in listed.items]
+
+    def _pool_workloads(self, namespace: str, pool_name: str) -> list[snapshot.WorkloadView]:
+        selector = selector_text({constants.POOL_LABEL: pool_name})
+        listed = _call(
+            f"listing Deployments ({selector}) in namespace {namespace}",
+            self._apps.list_namespaced_deployment,
+            namespace,
+            label_selector=selector,
+        )
+        return [workload_view(d, pool_name) for d in listed.items]
+
+    def _workload(self, namespace: str, kind: str, name: str) -> client.V1Deployment | client.V1StatefulSet | None:
+        read: Callable[..., client.V1Deployment | client.V1StatefulSet] = (
+            self._apps.read_namespaced_deployment if kind == "Deployment" else self._apps.read_namespaced_stateful_set
+        )
+        try:
+            return _call(f"reading {kind} {namespace}/{name}", read, name, namespace)
+        except NotFound:
+            return None
+
+    def _autoscalers(self, namespace: str) -> tuple[snapshot.AutoscalerView, ...]:
+        hpas = _call(
+            f"listing HorizontalPodAutoscalers in namespace {namespace}",
+            self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
+            namespace,
+        )
+        views: list[snapshot.AutoscalerView | None] = [hpa_view(h) for h in hpas.items]
+        try:
+            scaled = _call(
+                f"listing KEDA ScaledObjects in namespace {namespace}",
+                self._custom.list_namespaced_custom_object,
+                KEDA_GROUP,
+                KEDA_VERSION,
+                namespace,
+                KEDA_PLURAL,
+            )
+        except NotFound:  # KEDA is not installed: no ScaledObjects
+            scaled = {}
+        items = scaled.get("items") if isinstance(scaled, Mapping) else None
+        if isinstance(items, list):
+            views += [scaled_object_view(s) for s in items]
+        found = [v for v in views if v is not None]
+        return tuple(sorted(found, key=lambda v: (v.kind, v.name)))
+
+    def _budgets(self, namespace: str) -> tuple[snapshot.BudgetView, ...]:
+        listed = _call(
+            f"listing PodDisruptionBudgets in namespace {namespace}",
+            self._policy.list_namespaced_pod_disruption_budget,
+            namespace,
+        )
+        return tuple(sorted((budget_view(b) for b in listed.items), key=lambda b: b.name))
