@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.conftest import RELEASE, SERVICE_ACCOUNT
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,3 +110,94 @@ def test_the_agent_daemonset_is_deployed_on_gpu_nodes_when_enabled(helm):
     assert {d["kind"] for d in documents} >= {"DaemonSet", "Service"}
     disabled = _helm(helm, "template", "t", str(CHART))
     assert "kind: DaemonSet" not in disabled.stdout
+
+
+def _deployment(helm: str, *sets: str) -> dict:
+    args = [a for s in sets for a in ("--set", s)]
+    run = _helm(helm, "template", "t", str(CHART), *args)
+    assert run.returncode == 0, run.stderr
+    return next(d for d in yaml.safe_load_all(run.stdout) if d and d["kind"] == "Deployment")
+
+
+def test_the_actuation_mode_reaches_the_operator_and_the_schema_rejects_a_bad_one(helm):
+    advisory = _deployment(helm)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--actuation-mode=Advisory" in advisory
+    enforce = _deployment(helm, "actuation.mode=Enforce")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--actuation-mode=Enforce" in enforce
+    assert not any(a.startswith("--clock-offset") for a in enforce), "the test clock is not for clusters"
+    bogus = _helm(helm, "template", "t", str(CHART), "--set", "actuation.mode=Bogus")
+    assert bogus.returncode != 0
+    assert "value must be one of 'Advisory', 'Enforce'" in bogus.stderr
+
+
+def test_interruption_rules_are_mounted_from_the_configmap_only_when_set(helm):
+    pod = _deployment(helm)["spec"]["template"]["spec"]
+    assert not any(a.startswith("--interruption-rules") for a in pod["containers"][0]["args"])
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+    sets = ("interruptionRules[0].taintKey=example.com/reclaim", "interruptionRules[0].effect=NoExecute")
+    run = _helm(helm, "template", "t", str(CHART), *[a for s in sets for a in ("--set", s)])
+    assert run.returncode == 0, run.stderr
+    documents = [d for d in yaml.safe_load_all(run.stdout) if d]
+    configmap = next(d for d in documents if d["kind"] == "ConfigMap")
+    assert yaml.safe_load(configmap["data"]["interruption-rules.yaml"]) == [
+        {"taintKey": "example.com/reclaim", "effect": "NoExecute"}
+    ]
+    assert "rules.yaml" not in configmap["data"]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    assert "--interruption-rules=/etc/sunblend/interruption-rules.yaml" in container["args"]
+    assert {"name": "config", "mountPath": "/etc/sunblend", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "config", "configMap": {"name": configmap["metadata"]["name"]}} in template["spec"]["volumes"]
+    assert "checksum/config" in template["metadata"]["annotations"]
+
+    bad = _helm(helm, "template", "t", str(CHART), "--set", "interruptionRules[0].effect=NoSchedule")
+    assert bad.returncode != 0 and "missing property 'taintKey'" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        # Enforce mode: drain through evictions, cordon, scale, apply slices and their budgets.
+        ("create", "pods/eviction", True),
+        ("get", "pods", True),
+        ("list", "pods", True),
+        ("patch", "nodes", True),
+        ("watch", "nodes", True),
+        ("patch", "deployments.apps/scale", True),
+        ("patch", "statefulsets.apps/scale", True),
+        ("create", "deployments.apps", True),
+        ("patch", "deployments.apps", True),
+        ("get", "statefulsets.apps", True),
+        ("create", "poddisruptionbudgets.policy", True),
+        ("patch", "poddisruptionbudgets.policy", True),
+        ("list", "horizontalpodautoscalers.autoscaling", True),
+        # ... and nothing more.
+        ("delete", "nodes", False),
+        ("create", "nodes", False),
+        ("delete", "pods", False),
+        ("create", "pods", False),
+        ("get", "secrets", False),
+        ("list", "secrets", False),
+        ("delete", "deployments.apps", False),
+        ("patch", "statefulsets.apps", False),
+        ("delete", "poddisruptionbudgets.policy", False),
+        ("patch", "horizontalpodautoscalers.autoscaling", False),
+        ("delete", "inferencepools.sunblend.dev", False),
+    ],
+)
+def test_the_service_account_can_act_on_plans_and_nothing_more(chart, verb, resource, allowed):
+    subresource = []
+    if "/" in resource:
+        resource, sub = resource.split("/")
+        subresource = ["--subresource", sub]
+    run = chart.kubectl("auth", "can-i", verb, resource, *subresource, "--as", SERVICE_ACCOUNT, "-A", check=False)
+    assert run.stdout.strip() == ("yes" if allowed else "no"), f"{verb} {resource}: {run.stdout}{run.stderr}"
+
+
+def test_keda_scaled_objects_are_only_read(chart):
+    """kubectl cannot ask about a resource whose CRD is not installed (no KEDA here): read the rule."""
+    rules = chart.get("clusterrole", RELEASE)["rules"]
+    keda = [r for r in rules if "keda.sh" in r["apiGroups"]]
+    assert keda == [{"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["get", "list"]}]
