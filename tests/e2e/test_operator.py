@@ -57,7 +57,14 @@ def test_each_example_becomes_ready_with_a_plan_within_10_seconds(operator, name
     assert status["solveStatus"] == "Optimal"
     assert status["costDollarsPerHour"] > 0 and 0 < status["savingsPercent"] < 100
     assert status["current"] and len(status["nextHours"]) == 24
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Planned", "CapacityAvailable", "MetricsAvailable"}
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready",
+        "Planned",
+        "CapacityAvailable",
+        "MetricsAvailable",
+        "Acting",
+        "DrainBlocked",
+    }
     assert all(c["observedGeneration"] == pool["metadata"]["generation"] for c in status["conditions"])
     # kopf's bookkeeping lives in status.kopf, not in the user's annotations; no finalizer is added.
     assert not any("kopf" in key for key in pool["metadata"].get("annotations", {}))
@@ -220,14 +227,16 @@ def test_the_operator_exposes_metrics_and_liveness(operator, namespace):
         ("create", "events", True),
         ("list", "nodes", True),
         ("get", "deployments.apps", True),
-        ("patch", "deployments.apps", False),
+        ("patch", "deployments.apps", True),  # slices (server-side apply)
+        ("delete", "deployments.apps", False),  # slices go with their pool, by owner reference
         ("delete", "inferencepools.sunblend.dev", False),
         ("create", "inferencepools.sunblend.dev", False),
         ("get", "secrets", False),
         ("list", "secrets", False),
-        ("patch", "nodes", False),
-        ("delete", "pods", False),
-        ("create", "deployments.apps", False),
+        ("patch", "nodes", True),  # cordon
+        ("delete", "nodes", False),
+        ("delete", "pods", False),  # evictions only
+        ("create", "pods/eviction", True),
     ],
 )
 def test_the_service_account_can_do_what_the_operator_needs_and_nothing_more(chart, verb, resource, allowed):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sunblend.actuate import drain, manifests, validate, workloads
 from sunblend.api import spec
@@ -31,6 +32,26 @@ class Acted:
     failed: tuple[str, ...] = ()
     left_to_autoscaler: tuple[str, ...] = ()
     drained: tuple[str, ...] = field(default=())  # nodes with none of the pool's pods left
+
+
+def _user_budget(pool: spec.InferencePool, fresh: snapshot.Snapshot, ours: dict[str, Any]) -> str | None:
+    """A PodDisruptionBudget of the user's that already selects the slice's pods, if any.
+
+    The Eviction API refuses (500) to evict a pod that two budgets select, so sunblend adds
+    its own budget only where the user has none.
+    """
+    template = pool.spec.model_server.template or {}
+    pod_labels: dict[str, str] = {
+        **((template.get("metadata") or {}).get("labels") or {}),
+        **ours["metadata"].get("labels", {}),
+        **ours["spec"]["selector"]["matchLabels"],
+    }
+    for budget in fresh.budgets:
+        if budget.name == ours["metadata"]["name"] or not budget.selector:
+            continue
+        if all(pod_labels.get(k) == v for k, v in budget.selector.items()):
+            return budget.name
+    return None
 
 
 class Actuator:
@@ -66,8 +87,11 @@ class Actuator:
                     self._writer.apply_slice(
                         namespace, manifests.slice_deployment(pool, uid, command.offer, command.replicas, self._rules)
                     )
-                    budget = pool.spec.actuation.disruption.max_unavailable
-                    self._writer.apply_budget(namespace, manifests.slice_budget(pool, uid, command.offer, budget))
+                    budget = manifests.slice_budget(
+                        pool, uid, command.offer, pool.spec.actuation.disruption.max_unavailable
+                    )
+                    if not _user_budget(pool, fresh, budget):
+                        self._writer.apply_budget(namespace, budget)
                     done.append(commands.describe(command))
                 elif isinstance(command, commands.ScaleWorkload):
                     self._writer.scale(namespace, command.workload_kind, command.name, command.replicas, None)
