@@ -358,6 +358,40 @@ class _Step:
                 added = _nodes_for(unmet, od)
                 self.surge[od.key] += added
                 self.reasons[od.key] = f"live demand in {user} is {unmet:,.0f} tokens/s above the plan"
+        self.release_surges(wanted, served, spare)
+
+    def release_surges(
+        self, wanted: Mapping[str, float], served: Mapping[str, float], spare: Mapping[str, float]
+    ) -> None:
+        """Surge nodes a region no longer needs go once demand has stayed low for the stabilisation window.
+
+        A region with no live measurement keeps its surge: nothing is removed on missing data.
+        """
+        window = dt.timedelta(seconds=self.pool.actuation.scale_down_stabilization_seconds)
+        for region, want in wanted.items():
+            surged = sorted(k for k, n in self.surge.items() if n and k[0] == region)
+            left = spare[region]
+            releasable: dict[OfferKey, int] = {}
+            if want - served[region] <= 1e-6:
+                for key in surged:
+                    per_node = self.offers[key].tokens_per_second_per_node
+                    count = min(self.surge[key], int(left // per_node))
+                    if count:
+                        releasable[key] = count
+                        left -= count * per_node
+            if not releasable:
+                self.low_since.pop(region, None)
+                continue
+            since = self.low_since.setdefault(region, self.obs.now)
+            if self.obs.now - since < window:
+                continue
+            for key, count in releasable.items():
+                self.surge[key] -= count
+                self.reasons[key] = (
+                    f"live demand in {region} stayed below the capacity for {window.total_seconds():g} s: "
+                    f"{count} surge node(s) released"
+                )
+            self.low_since.pop(region, None)
 
     # -- targets to commands ------------------------------------------------------------------
 

@@ -96,15 +96,36 @@ def test_spot_is_planned_again_when_the_memory_runs_out():
     assert _nodes(back)[SPOT] == 5
 
 
-def test_live_demand_above_the_plan_adds_on_demand_and_keeps_it_until_the_next_plan():
+def test_live_demand_above_the_plan_adds_on_demand_at_once_and_removes_it_only_after_the_window():
     pool_spec, base = _pool()
     state = _step(pool_spec, base, policy.State(), NOON).state
     seen = {"ready": {SPOT: 5, OD: 5}, "metrics_available": True}
     surge = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=5), demand={"r1": 1500}, **seen)
     assert _nodes(surge) == {OD: 10}
     assert "above the plan" in next(c.reason for c in surge.commands if isinstance(c, commands.SetNodes))
-    calm = _step(pool_spec, base, surge.state, NOON + dt.timedelta(minutes=20), demand={"r1": 900}, **seen)
-    assert _nodes(calm) == {OD: 10}  # no scale-down before the next plan
+    seen["ready"] = {SPOT: 5, OD: 10}
+    state = surge.state
+    for minute in range(6, 16):  # the surge's 1,500 tokens/s leave the recent window after 5 minutes
+        calm = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=minute), demand={"r1": 900}, **seen)
+        state = calm.state
+        if minute < 15:
+            assert _nodes(calm) == {}, minute  # low for less than the 300 s window: kept
+    assert _nodes(calm) == {OD: 5}
+    assert "stayed below the capacity for 300 s" in next(
+        c.reason for c in calm.commands if isinstance(c, commands.SetNodes)
+    )
+    assert state.surge == {}
+
+
+def test_no_surge_is_released_on_missing_data():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    seen = {"ready": {SPOT: 5, OD: 10}, "metrics_available": True}
+    state = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=5), demand={"r1": 1500}, **seen).state
+    for minute in range(6, 40):
+        decision = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=minute), ready=seen["ready"])
+        state = decision.state
+    assert _nodes(decision) == {} and state.surge == {OD: 5}
 
 
 def test_nothing_is_removed_while_metrics_are_unavailable():
