@@ -29,6 +29,8 @@ class Measurements:
     utilisation: Mapping[str, float] = field(default_factory=dict)
     demand: Mapping[str, float] = field(default_factory=dict)
     history: Mapping[str, Sequence[tuple[dt.datetime, float]]] = field(default_factory=dict)
+    waiting: Mapping[str, float] = field(default_factory=dict)  # model-server requests waiting
+    kv_cache: Mapping[str, float] = field(default_factory=dict)  # model-server KV-cache usage, 0-1
 
 
 class MetricsReader:
@@ -69,6 +71,8 @@ class MetricsReader:
                 utilisation={r: u.ratio for r, u in utilisation.items()},
                 demand={r: d.tokens_per_second for r, d in demand.items()},
                 history=history,
+                waiting={r: d.requests_waiting for r, d in demand.items() if d.requests_waiting is not None},
+                kv_cache={r: d.kv_cache_usage_ratio for r, d in demand.items() if d.kv_cache_usage_ratio is not None},
             )
         with self._lock:
             self._cache[key] = (started, measured)

@@ -80,6 +80,8 @@ def build(
         demand=dict(live.demand) if live else {},
         metrics_available=available,
         utilisation=dict(live.utilisation) if live else {},
+        kv_cache=dict(live.kv_cache) if live else {},
+        waiting=dict(live.waiting) if live else {},
         history={r: tuple(v) for r, v in live.history.items()} if live else {},
         notices=notices(view, known_spot),
     )

@@ -195,3 +195,14 @@ def test_measured_throughput_is_learned_while_busy_and_warned_when_far_from_decl
     assert "60 tokens/s measured, 100 declared" in warning
     idle = _step(pool_spec, base, state, NOON, demand={"r1": 300}, utilisation={"r1": 0.3}, **seen)
     assert idle.state.throughput == {}
+
+
+def test_a_saturated_model_server_gets_more_replicas_even_when_measured_demand_fits():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    seen = {"ready": {SPOT: 5, OD: 5}, "metrics_available": True, "demand": {"r1": 950}}
+    calm = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), **seen)
+    assert _nodes(calm) == {}
+    full = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), kv_cache={"r1": 0.97}, **seen)
+    queued = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), waiting={"r1": 12}, **seen)
+    assert _nodes(full) == _nodes(queued) == {OD: 6}  # 10% above what runs, on-demand
