@@ -1,4 +1,4 @@
-"""Prints kwok fake GPU nodes as a YAML list: `python hack/kwok_nodes.py REGION:CAPACITY:COUNT ...`.
+"""Prints kwok fake GPU nodes as a YAML list: `python hack/kwok_nodes.py [--label K=V] [--prefix P] REGION:CAPACITY:COUNT ...`.
 
 Each node is an 8x H100 p5.48xlarge with the labels sunblend reads (region, capacity type,
 instance type, GPU product) and the annotation kwok manages. Used by `make demo`.
@@ -6,6 +6,7 @@ instance type, GPU product) and the annotation kwok manages. Used by `make demo`
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import yaml
@@ -40,11 +41,20 @@ def node(region: str, capacity_type: str, index: int, name: str | None = None) -
     }
 
 
-def main(specs: list[str]) -> None:
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="kwok fake GPU nodes as a YAML list")
+    parser.add_argument("--label", action="append", default=[], help="an extra node label, K=V (repeatable)")
+    parser.add_argument("--prefix", default="gpu", help="node names start with this (gpu)")
+    parser.add_argument("specs", nargs="+", help="REGION:CAPACITY:COUNT")
+    options = parser.parse_args(args)
+    extra = dict(text.split("=", 1) for text in options.label)
     items = []
-    for text in specs:
+    for text in options.specs:
         region, capacity_type, count = text.split(":")
-        items += [node(region, capacity_type, i) for i in range(int(count))]
+        for i in range(int(count)):
+            item = node(region, capacity_type, i, name=f"{options.prefix}-{region}-{capacity_type}-{i}")
+            item["metadata"]["labels"].update(extra)
+            items.append(item)
     print(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sort_keys=False))
 
 

@@ -195,7 +195,7 @@ def test_slices_follow_the_plan_through_the_day_and_spot_loss_falls_back_to_on_d
 
         # India's evening peak: the operator restarts with its clock there and plans the new hour;
         # Mumbai needs two nodes, half of them spot.
-        with _acting_operator(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(INDIA_EVENING)):
+        with _acting_operator(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(INDIA_EVENING)) as own:
             wait_for(
                 lambda: (r := _replicas(cluster, namespace)).get(slice_spot) == 4 and r.get(slice_od) == 4,
                 60,
@@ -219,6 +219,9 @@ def test_slices_follow_the_plan_through_the_day_and_spot_loss_falls_back_to_on_d
             described = cluster.kubectl("describe", "inferencepools.sunblend.dev", POOL, "-n", namespace).stdout
             assert "SpotInterrupted" in described
             (tmp_path / "describe-after-spot-interruption.txt").write_text(described)
+            scraped = own.metrics()
+            assert 'sunblend_events_total{reason="SpotInterrupted"} 1.0' in scraped
+            assert 'sunblend_decided_commands_total{kind="ScaleSlice"}' in scraped
             memory = _pool_status(cluster, namespace)["policyState"]["spotMemory"]
             assert memory["ap-south-1/h100/spot"]["nodes"] == 0
 

@@ -43,6 +43,28 @@ PLAN_SAVINGS = prom.Gauge(
     registry=REGISTRY,
 )
 
+DECIDED_COMMANDS = prom.Counter(
+    "sunblend_decided_commands_total",
+    "Commands the decision engine returned (run in Enforce mode, proposed in Advisory), by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EVENTS = prom.Counter(
+    "sunblend_events_total",
+    "Events posted on pools, by reason (e.g. SpotInterrupted, FellBackToOnDemand, DrainBlocked).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def count(kinds: list[str], reasons: list[str]) -> None:
+    """Count one step's commands and events."""
+    for kind in kinds:
+        DECIDED_COMMANDS.labels(kind).inc()
+    for reason in reasons:
+        EVENTS.labels(reason).inc()
+
+
 _series: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 _lock = threading.Lock()
 

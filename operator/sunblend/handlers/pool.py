@@ -38,8 +38,9 @@ def _now(memo: Mapping[str, Any]) -> dt.datetime:
 
 def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, seconds: float) -> None:
     meta = body["metadata"]
-    if outcome.plan is not None:
+    if outcome.plan is not None or "conditions" not in outcome.status or "plannedHour" in outcome.status:
         metrics.record(meta.get("namespace", ""), meta.get("name", ""), outcome.plan)
+    metrics.count([c.kind.value for c in outcome.commands], [e.reason for e in outcome.events])
     metrics.RECONCILE_SECONDS.observe(seconds)
 
 
