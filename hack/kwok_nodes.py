@@ -1,4 +1,7 @@
-"""Prints kwok fake GPU nodes as a YAML list: `python hack/kwok_nodes.py [--label K=V] [--prefix P] REGION:CAPACITY:COUNT ...`.
+"""Prints kwok fake GPU nodes as a YAML list.
+
+    python hack/kwok_nodes.py [--label K=V] [--prefix P] REGION:CAPACITY:COUNT ...
+
 
 Each node is an 8x H100 p5.48xlarge with the labels sunblend reads (region, capacity type,
 instance type, GPU product) and the annotation kwok manages. Used by `make demo`.
