@@ -2,7 +2,6 @@
 
     python hack/kwok_nodes.py [--label K=V] [--prefix P] REGION:CAPACITY:COUNT ...
 
-
 Each node is an 8x H100 p5.48xlarge with the labels sunblend reads (region, capacity type,
 instance type, GPU product) and the annotation kwok manages. Used by `make demo`.
 """

@@ -443,8 +443,9 @@ def _drain_blocked(
 
 
 def _acting_events(previous_status: Mapping[str, Any], acted: execute.Acted, owner: str | None) -> list[Event]:
-    events = [Event("Normal", constants.REASON_SCALED, text) for text in acted.done if not text.startswith("Drain")]
-    events += [Event("Normal", constants.REASON_DRAINING, text) for text in acted.done if text.startswith("Drain")]
+    draining = ("Cordon", "Drain")
+    events = [Event("Normal", constants.REASON_SCALED, text) for text in acted.done if not text.startswith(draining)]
+    events += [Event("Normal", constants.REASON_DRAINING, text) for text in acted.done if text.startswith(draining)]
     events += [Event("Warning", constants.REASON_DRAIN_BLOCKED, text) for text in acted.blocked]
     events += [Event("Warning", constants.REASON_ACTUATION_FAILED, text) for text in acted.failed]
     events += [Event("Normal", constants.REASON_STALE_COMMAND, text) for text in acted.stale]
