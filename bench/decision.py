@@ -43,6 +43,7 @@ def run(path: Path, steps: int) -> dict[str, object]:
     base = problem.from_spec(pool, START)
     state = policy.State()
     ready: dict[tuple[str, str, CapacityType], int] = {}
+    replicas: dict[tuple[str, str, CapacityType], int] = {}
     fast: list[float] = []
     planning: list[float] = []
     decided = 0
@@ -57,7 +58,15 @@ def run(path: Path, steps: int) -> dict[str, object]:
         spot = [k for k, n in ready.items() if k[2] is CapacityType.SPOT and n > 0]
         if i % 37 == 36 and spot:
             notices = (policy.Notice(f"spot-{i}", spot[0]),)
-        seen = policy.Observation(now=now, ready=dict(ready), demand=demand, metrics_available=True, notices=notices)
+        seen = policy.Observation(
+            now=now,
+            ready=dict(ready),
+            replicas=dict(replicas),
+            ready_replicas=dict(replicas),
+            demand=demand,
+            metrics_available=True,
+            notices=notices,
+        )
         started = time.perf_counter()
         decision = policy.decide(pool, base, seen, state)
         elapsed = time.perf_counter() - started
@@ -68,6 +77,8 @@ def run(path: Path, steps: int) -> dict[str, object]:
         for command in decision.commands:
             if isinstance(command, commands.SetNodes):
                 ready[command.offer] = command.nodes
+            elif isinstance(command, commands.ScaleSlice):
+                replicas[command.offer] = command.replicas
     return {
         "fastSteps": len(fast),
         "planningSteps": len(planning),

@@ -86,6 +86,21 @@ def rule_errors(pool_spec: spec.InferencePoolSpec) -> list[FieldError]:
     server = pool_spec.model_server
     if server.workload_ref is not None and server.template is not None:
         errors.append(FieldError("spec.modelServer", rules.ONE_WORKLOAD_SOURCE.message))
+    if server.workload_refs and (server.workload_ref is not None or server.template is not None):
+        errors.append(FieldError("spec.modelServer", rules.ONE_WORKLOAD_SOURCE_PER_REGION.message))
+    for i, ref in enumerate(server.workload_refs):
+        if ref.region not in region_names:
+            errors.append(
+                FieldError(
+                    f"spec.modelServer.workloadRefs[{i}].region",
+                    f"{rules.WORKLOAD_REGIONS_DECLARED.message}; {ref.region!r} is not one",
+                )
+            )
+    seen: set[str] = set()
+    for i, ref in enumerate(server.workload_refs):
+        if ref.region in seen:
+            errors.append(FieldError(f"spec.modelServer.workloadRefs[{i}].region", f"duplicate region {ref.region!r}"))
+        seen.add(ref.region)
     for i, commitment in enumerate(pool_spec.commitments):
         if commitment.region not in region_names:
             errors.append(

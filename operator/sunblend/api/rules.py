@@ -45,6 +45,15 @@ ONE_WORKLOAD_SOURCE = Rule(
     "!(has(self.workloadRef) && has(self.template))",
     "set workloadRef or template, not both",
 )
+ONE_WORKLOAD_SOURCE_PER_REGION = Rule(
+    "size(self.workloadRefs) == 0 || !(has(self.workloadRef) || has(self.template))",
+    "set workloadRefs (one per region), workloadRef or template: only one of them",
+)
+WORKLOAD_REGIONS_DECLARED = Rule(
+    "self.modelServer.workloadRefs.all(w, self.regions.exists(r, r.name == w.region))",
+    "every workloadRefs entry must name a declared region",
+    ".modelServer",
+)
 COMMITMENT_REGION_DECLARED = Rule(
     "self.commitments.all(c, self.regions.exists(r, r.name == c.region))",
     "every commitment must name a declared region",
@@ -75,8 +84,9 @@ REPLICA_FITS_NODE = Rule(
 
 DEMAND = (PEAK_AT_LEAST_BASELINE,)
 BUSY_HOURS = (BUSY_HOURS_DIFFER,)
-MODEL_SERVER = (ONE_WORKLOAD_SOURCE,)
+MODEL_SERVER = (ONE_WORKLOAD_SOURCE, ONE_WORKLOAD_SOURCE_PER_REGION)
 SPEC = (
+    WORKLOAD_REGIONS_DECLARED,
     COMMITMENT_REGION_DECLARED,
     COMMITMENT_CLASS_DECLARED,
     LATENCY_REGIONS_DECLARED,

@@ -66,6 +66,12 @@ class WorkloadRef(_Model):
     name: str = _name("Name of the workload, in the pool's namespace.")
 
 
+class RegionalWorkloadRef(WorkloadRef):
+    """A user's own workload serving one region; sunblend scales it to that region's replicas."""
+
+    region: str = _name("A declared region.")
+
+
 class ModelServer(_Model):
     """The inference server one replica runs, and what one replica can serve."""
 
@@ -81,6 +87,12 @@ class ModelServer(_Model):
     )
     template: dict[str, Any] | None = Field(
         None, description="Pod template of the server; sunblend creates one workload per region."
+    )
+    workload_refs: list[RegionalWorkloadRef] = Field(
+        default_factory=list,
+        max_length=rules.MAX_REGIONS,
+        description="Existing workloads, one per region, each scaled to its region's replicas.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["region"]},
     )
 
 

@@ -70,6 +70,7 @@ class WorkloadReplicas(_Model):
 
     kind: str
     name: str
+    region: str | None = Field(None, description="The region it serves (workloadRefs); absent: the whole pool.")
     found: bool
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -122,6 +123,7 @@ class InferencePoolStatus(_Model):
     next_hours: list[HourSummary] = Field(default_factory=list)
     observed: list[RegionObservation] = Field(default_factory=list)
     workload: WorkloadReplicas | None = None
+    workloads: list[WorkloadReplicas] = Field(default_factory=list, description="Each workloadRefs entry.")
     actuation: Actuation | None = None
     throughput: list[RegionThroughput] = Field(default_factory=list)
     policy_state: dict[str, Any] | None = Field(

@@ -170,6 +170,23 @@ def _capacity(
     return report.condition(kind, True, report.REASON_CAPACITY_MET, message, generation, now, previous)
 
 
+def _scale_ref(
+    ref: spec.WorkloadRef, wanted: int, view: snapshot.Snapshot, where: str
+) -> tuple[commands.Command | None, str | None]:
+    """A ScaleWorkload for one user workload, or who owns its replicas instead."""
+    owner = view.autoscaler_of(ref.kind, ref.name)
+    if owner is not None:
+        return None, (
+            f"{owner.kind}/{owner.name} scales {ref.kind}/{ref.name}; sunblend recommends {wanted} replicas"
+            f"{where} and leaves them to it"
+        )
+    found = view.workload(ref.kind, ref.name)
+    if found is None or found.replicas == wanted:
+        return None, None
+    reason = f"the plan has room for {wanted} replicas{where}"
+    return commands.ScaleWorkload(ref.kind, ref.name, wanted, found.replicas, reason), None
+
+
 def _workload_commands(
     pool: spec.InferencePool,
     view: snapshot.Snapshot,
@@ -177,67 +194,66 @@ def _workload_commands(
     targets: Mapping[OfferKey, int],
     replicas_per_node: Mapping[OfferKey, int],
 ) -> tuple[list[commands.Command], str | None]:
-    """Slices for a template pool; one ScaleWorkload for a workloadRef pool. And who owns replicas, if not us."""
-    ref = pool.spec.model_server.workload_ref
+    """Slices for a template pool; ScaleWorkload for workloadRef(s). And who owns replicas, if not us."""
+    server = pool.spec.model_server
     node_commands: list[commands.Command] = [c for c in decided if isinstance(c, commands.SetNodes)]
-    if pool.spec.model_server.template is not None:
+    if server.template is not None:
         slices = [c for c in decided if isinstance(c, commands.ScaleSlice)]
-        owned = [
-            a
-            for c in slices
-            if (a := view.autoscaler_of("Deployment", manifests.slice_name(pool.metadata.name, c.offer))) is not None
-        ]
+
+        def owner_of(command: commands.ScaleSlice) -> snapshot.AutoscalerView | None:
+            return view.autoscaler_of("Deployment", manifests.slice_name(pool.metadata.name, command.offer))
+
+        owned = [a for c in slices if (a := owner_of(c)) is not None]
+        keep = [c for c in slices if owner_of(c) is None]
         if owned:
             names = ", ".join(f"{a.kind}/{a.name}" for a in owned)
-            keep = [
-                c
-                for c in slices
-                if view.autoscaler_of("Deployment", manifests.slice_name(pool.metadata.name, c.offer)) is None
-            ]
-            return [
-                *node_commands,
-                *keep,
-            ], f"{names} scale(s) slices of this pool; sunblend leaves their replicas alone"
+            return [*node_commands, *keep], f"{names} scales slices of this pool; sunblend leaves their replicas alone"
         return [*node_commands, *slices], None
-    if ref is None:
-        return node_commands, None
-    wanted = sum(n * replicas_per_node.get(k, 0) for k, n in targets.items())
-    found = view.workload(ref.kind, ref.name)
-    owner = view.autoscaler_of(ref.kind, ref.name)
-    if owner is not None:
-        return node_commands, (
-            f"{owner.kind}/{owner.name} scales {ref.kind}/{ref.name}; sunblend recommends {wanted} replicas "
-            f"and leaves them to it"
-        )
-    if found is None:
-        return node_commands, None
-    if found.replicas == wanted:
-        return node_commands, None
-    reason = f"the plan has room for {wanted} replicas"
-    return [*node_commands, commands.ScaleWorkload(ref.kind, ref.name, wanted, found.replicas, reason)], None
+    per_region: dict[str, int] = {}
+    for key, nodes in targets.items():
+        per_region[key[0]] = per_region.get(key[0], 0) + nodes * replicas_per_node.get(key, 0)
+    scaled: list[tuple[spec.WorkloadRef, int, str]] = []
+    if server.workload_ref is not None:
+        scaled.append((server.workload_ref, sum(per_region.values()), ""))
+    scaled += [(ref, per_region.get(ref.region, 0), f" in {ref.region}") for ref in server.workload_refs]
+    owners = []
+    for ref, wanted, where in scaled:
+        command, owner = _scale_ref(ref, wanted, view, where)
+        if command is not None:
+            node_commands.append(command)
+        if owner is not None:
+            owners.append(owner)
+    return node_commands, "; ".join(owners) or None
 
 
-def _workload(
+def _workloads(
     pool: spec.InferencePool,
     view: snapshot.Snapshot,
     targets: Mapping[OfferKey, int],
     replicas_per_node: Mapping[OfferKey, int],
-) -> dict[str, Any] | None:
-    """The workloadRef's replicas next to what the plan has room for (None for template pools)."""
-    ref = pool.spec.model_server.workload_ref
-    if ref is None or not view.readable:
-        return None
-    planned = sum(n * replicas_per_node.get(k, 0) for k, n in targets.items())
-    found = view.workload(ref.kind, ref.name)
-    replicas = status.WorkloadReplicas(
-        kind=ref.kind,
-        name=ref.name,
-        found=found is not None,
-        replicas=None if found is None else found.replicas,
-        ready_replicas=None if found is None else found.ready_replicas,
-        planned_replicas=planned,
-    )
-    return replicas.model_dump(mode="json", by_alias=True, exclude_none=True)
+) -> list[dict[str, Any]]:
+    """Each user workload's replicas next to what the plan has room for."""
+    server = pool.spec.model_server
+    if not view.readable:
+        return []
+    refs: list[tuple[spec.WorkloadRef, str | None]] = [(r, r.region) for r in server.workload_refs]
+    if server.workload_ref is not None:
+        refs.insert(0, (server.workload_ref, None))
+    out = []
+    for ref, region in refs:
+        planned = sum(n * replicas_per_node.get(k, 0) for k, n in targets.items() if region in (None, k[0]))
+        found = view.workload(ref.kind, ref.name)
+        replicas = status.WorkloadReplicas(
+            kind=ref.kind,
+            name=ref.name,
+            region=region,
+            found=found is not None,
+            replicas=None if found is None else found.replicas,
+            ready_replicas=None if found is None else found.ready_replicas,
+            planned_replicas=planned,
+        )
+        out.append(replicas.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return out
 
 
 def _plan_status(result: Plan, generation: int | None, now: dt.datetime, previous: Any) -> dict[str, Any]:
@@ -391,7 +407,10 @@ def _step(
         patch.update(plan_patch)
         events += _plan_events(previous_status, plan_patch, decision.plan)
     patch["conditions"] = _merge_conditions(previous, conditions)
-    patch["workload"] = _workload(pool, view, decision.targets, replicas_per_node)
+    documents = _workloads(pool, view, decision.targets, replicas_per_node)
+    single = pool.spec.model_server.workload_ref is not None
+    patch["workload"] = documents[0] if single and documents else None
+    patch["workloads"] = documents[1:] if single else documents
     events += _acting_events(previous_status, acted, owner)
     for warning in policy.throughput_warnings(pool.spec, decision.state):
         if warning not in (previous_status.get("message") or ""):

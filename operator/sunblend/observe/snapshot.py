@@ -254,8 +254,9 @@ class SnapshotReader:
         namespace, name = pool.metadata.namespace, pool.metadata.name
         workloads = {(w.kind, w.name): w for w in self._pool_workloads(namespace, name)}
         pods = self._pods(namespace, selector_text({constants.POOL_LABEL: name}))
-        ref = pool.spec.model_server.workload_ref
-        if ref is not None:
+        server = pool.spec.model_server
+        refs = [server.workload_ref] if server.workload_ref is not None else []
+        for ref in [*refs, *server.workload_refs]:
             found = self._workload(namespace, ref.kind, ref.name)
             if found is not None:
                 workloads.setdefault((ref.kind, ref.name), workload_view(found, name))

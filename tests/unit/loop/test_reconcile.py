@@ -216,3 +216,28 @@ def test_prometheus_down_keeps_the_last_measurements_and_removes_nothing():
     assert "connection refused" in condition["message"]
     assert down.status["observed"] == before.status["observed"]  # kept, not zeroed
     assert not [c for c in down.commands if isinstance(c, commands.SetNodes) and c.nodes < c.observed]
+
+
+def test_per_region_workload_refs_are_each_scaled_to_their_regions_replicas():
+    view = snapshot.Snapshot(
+        workloads=(
+            snapshot.WorkloadView("Deployment", "server-r1", 1, 1),
+            snapshot.WorkloadView("StatefulSet", "server-r2", 9, 9),
+        ),
+    )
+    body = _body(
+        regions=[pools.region("r1", base=300), pools.region("r2", base=500)],
+        actuation={"mode": "Enforce"},
+        modelServer={
+            "gpusPerReplica": 1,
+            "tokensPerSecondPerReplica": 100,
+            "workloadRefs": [
+                {"region": "r1", "name": "server-r1"},
+                {"region": "r2", "kind": "StatefulSet", "name": "server-r2"},
+            ],
+        },
+    )
+    outcome = reconcile.reconcile(body, NOW, _services(snapshots=Cluster(view), actuator=Actuator()))
+    scaled = {c.name: (c.workload_kind, c.replicas) for c in outcome.commands if isinstance(c, commands.ScaleWorkload)}
+    assert scaled == {"server-r1": ("Deployment", 3), "server-r2": ("StatefulSet", 5)}
+    assert [(w["region"], w["plannedReplicas"]) for w in outcome.status["workloads"]] == [("r1", 3), ("r2", 5)]
