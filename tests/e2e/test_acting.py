@@ -363,3 +363,52 @@ def test_an_hpa_keeps_its_workload_and_advisory_mode_writes_nothing_but_status(o
     finally:
         for name in nodes:
             cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def test_per_region_workload_refs_are_scaled_through_the_scale_subresource(operator, namespace, tmp_path):
+    cluster = operator.cluster
+
+    def deployment(name: str) -> dict:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai"}]},
+                },
+            },
+        }
+
+    for name in ("server-mumbai", "server-london"):
+        cluster.apply(deployment(name), namespace)
+    pool = _pool(namespace, [MUMBAI, LONDON])
+    pool["spec"]["modelServer"].pop("template")
+    pool["spec"]["modelServer"]["workloadRefs"] = [
+        {"region": "ap-south-1", "name": "server-mumbai"},
+        {"region": "eu-west-2", "name": "server-london"},
+    ]
+    bad = {
+        **pool,
+        "spec": {**pool["spec"], "modelServer": {**pool["spec"]["modelServer"], "workloadRef": {"name": "x"}}},
+    }
+    refused = cluster.apply(bad, namespace, check=False)
+    assert refused.returncode != 0 and "only one of them" in refused.stderr  # the API server's CEL rule
+    with _acting_operator(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(INDIA_EVENING)):
+        cluster.apply(pool, namespace)
+
+        def replicas() -> dict[str, int]:
+            found = cluster.get("deployments", "-n", namespace)["items"]
+            return {d["metadata"]["name"]: d["spec"]["replicas"] for d in found}
+
+        # India's evening: 6,000 tokens/s is 6 replicas' worth, the plan rounds up to whole nodes (8);
+        # London is quiet: one node, 4 replicas.
+        wait_for(lambda: replicas() == {"server-mumbai": 8, "server-london": 4}, 60, what="each region's replicas")
+        status = _pool_status(cluster, namespace)
+        assert [(w["region"], w["plannedReplicas"]) for w in status["workloads"]] == [
+            ("ap-south-1", 8),
+            ("eu-west-2", 4),
+        ]
