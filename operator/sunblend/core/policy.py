@@ -290,8 +290,10 @@ class _Step:
                         )
                     )
 
-    def replace_lost_spot(self) -> None:
-        """New interruption notices: cover the lost nodes with on-demand now, and remember the loss."""
+    def replace_lost_spot(self) -> bool:
+        """New interruption notices: cover the lost nodes with on-demand now, and remember the loss.
+
+        Returns whether any spot was newly lost."""
         lost: dict[OfferKey, int] = defaultdict(int)
         for notice in self.obs.notices:
             if notice.node not in self.state.handled_notices and notice.offer in self.offers:
@@ -320,6 +322,29 @@ class _Step:
                     f"{added} on-demand node(s) of {commands.offer_text(od.key)} replace lost spot",
                 )
             )
+        return bool(lost)
+
+    def replan_after_loss(self) -> None:
+        """Spot was lost: plan this hour again with the loss remembered (the MILP may move load to
+        another offer or region). A plan made ahead before the loss is dropped and made again."""
+        assert self.hour is not None
+        if self.next_plan is not None:
+            self.next_plan = None
+        if self.plan is not None:  # planned this step already, with the loss known
+            return
+        targets, expected, result = self.make_plan(self.hour)
+        self.plan = result
+        if not result.has_solution:
+            return
+        for key in set(targets) | set(self.planned):
+            if targets.get(key, 0) != self.planned.get(key, 0):
+                self.reasons[key] = "re-planned after spot was lost"
+        # The stand-in on-demand stays only where the new plan does not already add it: capacity
+        # the plan moved elsewhere (another offer or region) has yet to boot.
+        for key, count in list(self.replacement.items()):
+            added = max(0, targets.get(key, 0) - self.planned.get(key, 0))
+            self.replacement[key] = max(0, count - added)
+        self.planned, self.expected = targets, expected
 
     # -- surges -------------------------------------------------------------------------------
 
@@ -479,7 +504,8 @@ def decide(
     step.learn()
     step.roll_hour(replan)
     step.plan_ahead()
-    step.replace_lost_spot()
+    if step.replace_lost_spot():
+        step.replan_after_loss()
     targets = step.targets()
     step.hold(targets)
     return Decision(targets, tuple(step.command_list(targets)), step.frozen(), step.plan, tuple(step.events))

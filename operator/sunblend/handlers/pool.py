@@ -150,8 +150,8 @@ class Replanner:
             body["status"] = {**body.get("status", {}), **{k: v for k, v in outcome.status.items() if v is not None}}
             if pools.get(key) == text:
                 pools[key] = essentials(body)
-            for event in outcome.events:
-                self._writer.post_event(body, event.type, event.reason, event.message, now)
+            for event in outcome.events:  # stamped with the wall clock, even when the decision clock is moved
+                self._writer.post_event(body, event.type, event.reason, event.message, dt.datetime.now(dt.UTC))
             _record(body, outcome, time.perf_counter() - started)
             count += 1
         return count
