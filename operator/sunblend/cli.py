@@ -242,9 +242,33 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _solver_banner_to_stderr() -> None:
+    """Send HiGHS's banner to stderr, so that stdout carries only what the command prints.
+
+    The C library prints it on stdout the first time a solver is made in a process, whatever
+    its options say; making that first solver with file descriptor 1 pointed at stderr moves it.
+    """
+    import ctypes
+    import os
+
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        highspy.Highs()  # type: ignore[no-untyped-call]
+        ctypes.CDLL(None).fflush(None)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sunblend`` command."""
     args = parser().parse_args(argv)
+    if args.run in (cmd_plan, cmd_simulate, cmd_run):
+        _solver_banner_to_stderr()
     try:
         code: int = args.run(args)
     except load.InvalidPool as error:

@@ -161,3 +161,26 @@ def test_simulate_rejects_bad_traces_with_file_line_and_exit_2(tmp_path, capsys)
     assert "demand names regions the pool does not declare: mars-1" in capsys.readouterr().err
     assert cli.main(["simulate", str(EXAMPLES[0]), "--demand", str(SIM_DATA / "demand.csv"), "--step", "soon"]) == 2
     assert "--step: 'soon' is not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "examples/minimal.yaml", "-o", "json"],
+        ["simulate", "examples/follow-the-sun-india-uk.yaml", "--demand", "tests/data/sim/demand.csv", "-o", "json"],
+    ],
+    ids=["plan", "simulate"],
+)
+def test_json_on_stdout_parses_with_the_standard_parser(args):
+    """The solver's banner goes to stderr: a script piping stdout to a JSON parser gets only the document."""
+    run = subprocess.run(
+        [sys.executable, "-m", "sunblend.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": ""},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    json.loads(run.stdout)
+    assert "Running HiGHS" in run.stderr
