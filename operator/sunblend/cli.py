@@ -140,10 +140,10 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator against the cluster in $KUBECONFIG (or in-cluster)."""
-    from sunblend.handlers import operator  # kopf registers handlers on import: only when running
+    from sunblend.handlers import startup  # kopf registers handlers on import: only when running
 
-    operator.run(
-        operator.Options(
+    startup.run(
+        startup.Options(
             namespaces=args.namespace or (),
             clusterwide=not args.namespace,
             standalone=not args.peering,
@@ -155,7 +155,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             capacity_type_rules=Path(args.capacity_type_rules) if args.capacity_type_rules else None,
             prometheus=_prometheus(args),
             replan_seconds=args.replan_seconds,
-            node_cache_seconds=args.node_cache_seconds,
             actuation_mode=ActuationMode(args.actuation_mode),
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
@@ -215,7 +214,6 @@ def parser() -> argparse.ArgumentParser:
         help="run the operator's clock this far ahead (tests and demos only; 0 in production)",
     )
     run.add_argument("--replan-seconds", type=float, default=30.0, help="how often every pool is stepped (30)")
-    run.add_argument("--node-cache-seconds", type=float, default=15.0, help="how long a node listing is reused (15)")
     run.set_defaults(run=cmd_run)
     sim = commands.add_parser("simulate", help="replay demand, spot and price traces under a capacity policy")
     sim.add_argument("pool", help="InferencePool YAML")

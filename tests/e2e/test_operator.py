@@ -290,7 +290,7 @@ def test_new_gpu_nodes_are_seen_without_any_change_to_the_pool(operator, namespa
     cluster = operator.cluster
     operator.stop()
     quick = Operator(cluster, tmp_path / "operator.log")
-    quick.extra_args = ["--replan-seconds", "1", "--node-cache-seconds", "1"]
+    quick.extra_args = ["--replan-seconds", "1"]
     document = _example()
     selector = {"sunblend.dev/test": namespace}
     document["spec"]["gpuClasses"][0]["nodeSelector"] = selector

@@ -13,7 +13,6 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sunblend.api.spec import CapacityType
 from sunblend.core.problem import OfferKey
 
 
@@ -140,6 +139,3 @@ def key(command: Command) -> tuple[str, ...]:
     """A stable identity for comparing command lists (operator against simulator)."""
     value = amount(command)
     return (command.kind.value, target(command), "" if value is None else str(value))
-
-
-CAPACITY_ORDER = (CapacityType.ON_DEMAND, CapacityType.SPOT, CapacityType.COMMITTED)  # emptied first to last

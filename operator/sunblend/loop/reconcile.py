@@ -474,8 +474,3 @@ def _acting_events(previous_status: Mapping[str, Any], acted: execute.Acted, own
     if owner is not None and before.get("message") != owner:
         events.append(Event("Warning", constants.REASON_OWNED_BY_AUTOSCALER, owner))
     return events
-
-
-def targets_text(targets: Mapping[OfferKey, int]) -> str:
-    """``ap-south-1/h100/spot=2, ...`` for logs."""
-    return ", ".join(f"{commands.offer_text(k)}={n}" for k, n in sorted(targets.items()) if n)

@@ -43,7 +43,6 @@ class Options:
     metrics_port: int | None = 8080
     metrics_address: str = "0.0.0.0"
     capacity_type_rules: Path | None = None
-    node_cache_seconds: float = 15.0
     replan_seconds: float = pool.LOOP_SECONDS
     max_workers: int = 8
     prometheus: prometheus.PrometheusConfig | None = None
