@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 
 from sunblend.api import crd, load
-from sunblend.api.spec import ActuationMode
+from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import blend, problem
 from sunblend.present import document, table
 
@@ -156,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             prometheus=_prometheus(args),
             replan_seconds=args.replan_seconds,
             actuation_mode=ActuationMode(args.actuation_mode),
+            node_provider=NodeProviderName(args.node_provider),
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
         )
@@ -205,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
         choices=[m.value for m in ActuationMode],
         default=ActuationMode.ADVISORY.value,
         help="for pools that do not set spec.actuation.mode: Advisory (status only) or Enforce (default: Advisory)",
+    )
+    run.add_argument(
+        "--node-provider",
+        choices=[p.value for p in NodeProviderName],
+        default=NodeProviderName.NONE.value,
+        help="for pools that do not set spec.actuation.nodeProvider: who is asked for nodes (default: none)",
     )
     run.add_argument("--interruption-rules", help="YAML list of {taintKey, effect} marking spot interruption notices")
     run.add_argument(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sunblend.actuate import drain, manifests, validate, workloads
+from sunblend.actuate.providers import base
 from sunblend.api import spec
 from sunblend.core import commands, nodes, snapshot
 
@@ -63,11 +64,24 @@ class Actuator:
         writer: workloads.WorkloadWriter,
         drainer: drain.Drainer,
         rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+        providers: Sequence[base.NodeProvider] = (),
+        default_provider: spec.NodeProviderName = spec.NodeProviderName.NONE,
     ) -> None:
         self._read = read
         self._writer = writer
         self._drainer = drainer
         self._rules = tuple(rules)
+        self._providers: dict[spec.NodeProviderName, base.NodeProvider] = {p.name: p for p in providers}
+        self._providers.setdefault(spec.NodeProviderName.NONE, base.NoProvider())
+        self._default_provider = default_provider
+
+    def provider(self, pool: spec.InferencePool) -> base.NodeProvider:
+        """The provider the pool names, or the operator's default; unknown ones fail loudly."""
+        name = pool.spec.actuation.node_provider or self._default_provider
+        found = self._providers.get(name)
+        if found is None:
+            raise base.ProviderFailed(f"node provider {name.value!r} is not enabled in this operator")
+        return found
 
     def act(self, pool: spec.InferencePool, uid: str, decided: Sequence[commands.Command]) -> Acted:
         """Re-check ``decided`` against the cluster now, and carry out what is still valid."""
@@ -77,12 +91,18 @@ class Actuator:
         if not fresh.readable:
             return Acted(stale=tuple(f"{commands.describe(c)}: cluster unreadable ({fresh.reason})" for c in decided))
         checked = validate.validate(commands.ordered(list(decided)), fresh, pool.metadata.name)
-        done, blocked, failed, left, drained = [], [], [], [], []
+        done: list[str] = []
+        blocked: list[str] = []
+        failed: list[str] = []
+        left: list[str] = []
+        drained: list[str] = []
         namespace = pool.metadata.namespace
         for command in checked.valid:
             try:
                 if isinstance(command, commands.SetNodes):
-                    left.append(commands.describe(command))
+                    provider = self.provider(pool)
+                    said = provider.set_nodes(pool, uid, command, fresh)
+                    (left if provider.name is spec.NodeProviderName.NONE else done).append(said)
                 elif isinstance(command, commands.ScaleSlice):
                     self._writer.apply_slice(
                         namespace, manifests.slice_deployment(pool, uid, command.offer, command.replicas, self._rules)

@@ -233,6 +233,9 @@ class NodeProviderName(enum.StrEnum):
     """Who is asked for nodes. ``none``: pending pods are left to the cluster's own autoscaler."""
 
     NONE = "none"
+    KWOK = "kwok"
+    KARPENTER = "karpenter"
+    CLUSTER_API = "clusterapi"
 
 
 class Disruption(_Model):
@@ -252,7 +255,8 @@ class Actuation(_Model):
         None, description="Advisory (status only) or Enforce; absent: the operator's default (the chart sets it)."
     )
     node_provider: NodeProviderName | None = Field(
-        None, description="Who provisions nodes: none (the cluster's own autoscaler); absent: the operator's default."
+        None,
+        description="Who provisions nodes: none (the cluster's autoscaler), kwok, karpenter or clusterapi.",
     )
     scale_down_stabilization_seconds: int = Field(
         300, ge=0, le=86400, description="Live demand must stay lower this long before replicas are removed."

@@ -23,7 +23,8 @@ from kubernetes import client, config
 
 from sunblend.actuate import drain, execute, workloads
 from sunblend.actuate import status as status_writer
-from sunblend.api.spec import ActuationMode
+from sunblend.actuate.providers import registry as providers
+from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
 from sunblend.handlers import metrics, pool
 from sunblend.loop import measure, reconcile
@@ -47,6 +48,7 @@ class Options:
     max_workers: int = 8
     prometheus: prometheus.PrometheusConfig | None = None
     actuation_mode: ActuationMode = ActuationMode.ADVISORY
+    node_provider: NodeProviderName = NodeProviderName.NONE
     interruption_rules: Path | None = None
     clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
 
@@ -102,6 +104,8 @@ def _configure(options: Options) -> Any:
             workloads.WorkloadWriter(client.AppsV1Api(api), client.PolicyV1Api(api)),
             drain.Drainer(client.CoreV1Api(api)),
             rules,
+            providers.enabled(api),
+            options.node_provider,
         )
         memo["services"] = reconcile.Services(
             snapshots=reader,
@@ -110,6 +114,7 @@ def _configure(options: Options) -> Any:
             else measure.MetricsReader(prometheus.PrometheusSource(options.prometheus)),
             actuator=actuator,
             default_mode=options.actuation_mode,
+            default_provider=options.node_provider,
         )
         writer = status_writer.StatusWriter(client.CustomObjectsApi(api), client.CoreV1Api(api))
         memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)

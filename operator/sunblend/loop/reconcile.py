@@ -82,6 +82,7 @@ class Services:
     metrics: measure.MetricsReader | None = None
     actuator: Actuator | None = None
     default_mode: ActuationMode = ActuationMode.ADVISORY
+    default_provider: spec.NodeProviderName = spec.NodeProviderName.NONE
     problems: dict[str, problem.BlendProblem] = field(default_factory=dict)  # per spec digest
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -385,7 +386,7 @@ def _step(
         ],
         "actuation": status.Actuation(
             mode=mode.value,
-            node_provider=(pool.spec.actuation.node_provider or spec.NodeProviderName.NONE).value,
+            node_provider=(pool.spec.actuation.node_provider or services.default_provider).value,
             decided_at=_time(now),
             commands=[status.CommandStatus.model_validate(commands.to_document(c)) for c in decided],
             draining=still_draining,

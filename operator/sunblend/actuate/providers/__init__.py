@@ -1,0 +1,1 @@
+"""Node providers: who is asked for the nodes a plan wants (none, kwok, karpenter, clusterapi)."""
