@@ -157,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             replan_seconds=args.replan_seconds,
             actuation_mode=ActuationMode(args.actuation_mode),
             node_provider=NodeProviderName(args.node_provider),
+            kwok_delay_seconds=args.kwok_delay_seconds,
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
         )
@@ -212,6 +213,12 @@ def parser() -> argparse.ArgumentParser:
         choices=[p.value for p in NodeProviderName],
         default=NodeProviderName.NONE.value,
         help="for pools that do not set spec.actuation.nodeProvider: who is asked for nodes (default: none)",
+    )
+    run.add_argument(
+        "--kwok-delay-seconds",
+        type=float,
+        default=60.0,
+        help="the kwok provider's provisioning delay, on the operator's clock (60)",
     )
     run.add_argument("--interruption-rules", help="YAML list of {taintKey, effect} marking spot interruption notices")
     run.add_argument(

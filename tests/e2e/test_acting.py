@@ -412,3 +412,64 @@ def test_per_region_workload_refs_are_scaled_through_the_scale_subresource(opera
             ("ap-south-1", 8),
             ("eu-west-2", 4),
         ]
+
+
+def _kwok_nodes(cluster: Cluster, namespace: str) -> list[dict]:
+    return cluster.get("nodes", "-l", f"sunblend.dev/provider=kwok,sunblend.dev/pool-namespace={namespace}")["items"]
+
+
+def _by_offer(found: list[dict]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for node in found:
+        labels = node["metadata"]["labels"]
+        key = (labels["topology.kubernetes.io/region"], labels["karpenter.sh/capacity-type"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_the_kwok_provider_makes_the_planned_nodes_boots_them_and_replaces_lost_spot(operator, namespace, tmp_path):
+    cluster = operator.cluster
+    args = ("--node-provider", "kwok", "--kwok-delay-seconds", "6", "--replan-seconds", "1")
+    try:
+        with _acting_operator(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(INDIA_EVENING), *args):
+            cluster.apply(_pool(namespace, [MUMBAI, LONDON]), namespace)
+            # India's evening: Mumbai wants one spot and one on-demand node, London one on-demand node.
+            wanted = {("ap-south-1", "spot"): 1, ("ap-south-1", "on-demand"): 1, ("eu-west-2", "on-demand"): 1}
+            wait_for(lambda: _by_offer(_kwok_nodes(cluster, namespace)) == wanted, 30, what="the planned kwok nodes")
+            booting = [
+                n
+                for n in _kwok_nodes(cluster, namespace)
+                if any(t["key"] == "sunblend.dev/provisioning" for t in n["spec"].get("taints", []))
+            ]
+            assert booting, "new nodes boot behind the provisioning taint first"
+            node = booting[0]
+            assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+            assert node["metadata"]["labels"]["sunblend.dev/test"] == namespace  # the GPU class's nodeSelector
+            wait_for(
+                lambda: (
+                    not any(
+                        t["key"] == "sunblend.dev/provisioning"
+                        for n in _kwok_nodes(cluster, namespace)
+                        for t in n["spec"].get("taints", [])
+                    )
+                ),
+                30,
+                what="every kwok node booted",
+            )
+            wait_for(lambda: len(_running_pods(cluster, namespace)) == 12, 90, what="12 pods running on kwok nodes")
+            spot = next(
+                n["metadata"]["name"]
+                for n in _kwok_nodes(cluster, namespace)
+                if n["metadata"]["labels"]["karpenter.sh/capacity-type"] == "spot"
+            )
+            cluster.kubectl("taint", "node", spot, "aws-node-termination-handler/spot-itn=true:NoSchedule")
+            wait_for(
+                lambda: _by_offer(_kwok_nodes(cluster, namespace)).get(("ap-south-1", "on-demand")) == 2,
+                30,
+                what="a second on-demand node in Mumbai replacing the lost spot",
+            )
+            assert "SpotInterrupted" in {e["reason"] for e in _events(cluster, namespace)}
+    finally:
+        cluster.kubectl(
+            "delete", "nodes", "-l", f"sunblend.dev/pool-namespace={namespace}", "--wait=false", check=False
+        )

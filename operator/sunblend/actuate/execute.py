@@ -10,6 +10,7 @@ drive it) and only reported.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,13 @@ class Actuator:
         if found is None:
             raise base.ProviderFailed(f"node provider {name.value!r} is not enabled in this operator")
         return found
+
+    def settle(self, pool: spec.InferencePool, view: snapshot.Snapshot, now: dt.datetime) -> list[str]:
+        """Let the pool's provider finish what is due (kwok: nodes whose boot delay has passed)."""
+        settle: Callable[[spec.InferencePool, snapshot.Snapshot, dt.datetime], list[str]] | None = getattr(
+            self.provider(pool), "settle", None
+        )
+        return [] if settle is None else settle(pool, view, now)
 
     def act(self, pool: spec.InferencePool, uid: str, decided: Sequence[commands.Command]) -> Acted:
         """Re-check ``decided`` against the cluster now, and carry out what is still valid."""

@@ -58,3 +58,9 @@ REASON_OWNED_BY_AUTOSCALER: Final = "OwnedByAutoscaler"
 REASON_STALE_COMMAND: Final = "StaleCommand"
 REASON_ACTUATION_FAILED: Final = "ActuationFailed"
 REASON_THROUGHPUT_DIFFERS: Final = "ThroughputDiffers"
+
+# The kwok node provider: nodes it made, and the taint that holds pods off until a node has "booted".
+PROVIDER_LABEL: Final = "sunblend.dev/provider"
+POOL_NAMESPACE_LABEL: Final = "sunblend.dev/pool-namespace"
+PROVISIONING_TAINT: Final = "sunblend.dev/provisioning"
+READY_AT_ANNOTATION: Final = "sunblend.dev/ready-at"

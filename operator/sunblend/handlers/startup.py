@@ -49,6 +49,7 @@ class Options:
     prometheus: prometheus.PrometheusConfig | None = None
     actuation_mode: ActuationMode = ActuationMode.ADVISORY
     node_provider: NodeProviderName = NodeProviderName.NONE
+    kwok_delay_seconds: float = 60.0
     interruption_rules: Path | None = None
     clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
 
@@ -104,7 +105,7 @@ def _configure(options: Options) -> Any:
             workloads.WorkloadWriter(client.AppsV1Api(api), client.PolicyV1Api(api)),
             drain.Drainer(client.CoreV1Api(api)),
             rules,
-            providers.enabled(api),
+            providers.enabled(api, memo["clock"], dt.timedelta(seconds=options.kwok_delay_seconds), rules),
             options.node_provider,
         )
         memo["services"] = reconcile.Services(

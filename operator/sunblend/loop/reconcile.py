@@ -10,6 +10,7 @@ before writing. It returns the status patch and the events; the caller writes th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sunblend.actuate import execute, manifests
+from sunblend.actuate import execute, manifests, workloads
 from sunblend.api import constants, load, spec, status
 from sunblend.api.spec import ActuationMode
 from sunblend.core import commands, placement, policy, policy_state, problem, report, snapshot
@@ -72,6 +73,8 @@ class Actuator(Protocol):
     """Carries out Commands after re-checking them (``actuate.execute.Actuator``)."""
 
     def act(self, pool: spec.InferencePool, uid: str, decided: Sequence[commands.Command]) -> execute.Acted: ...
+
+    def settle(self, pool: spec.InferencePool, view: snapshot.Snapshot, now: dt.datetime) -> list[str]: ...
 
 
 @dataclass
@@ -368,7 +371,12 @@ def _step(
     mode = pool.spec.actuation.mode or services.default_mode
     acted = execute.Acted()
     if mode is ActuationMode.ENFORCE and services.actuator is not None and view.readable:
+        try:
+            settled = services.actuator.settle(pool, view, now)
+        except workloads.ActuationFailed as error:
+            settled = [f"settling the node provider failed: {error}"]
         acted = services.actuator.act(pool, uid, decided)
+        acted = dataclasses.replace(acted, done=(*settled, *acted.done))
     started = [c.node for c in decided if isinstance(c, commands.Cordon) and any(c.node in d for d in acted.done)]
     recent += [now] * len(started)
     still_draining = [n for n in consolidation.draining if n not in acted.drained]

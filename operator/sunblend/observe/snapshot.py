@@ -101,7 +101,10 @@ def node_view(
         region=region,
         gpu_class=gpu_class.name,
         capacity_type=nodes.capacity_type(labels, capacity_rules),
-        ready=_condition_true(status.conditions if status is not None else None, "Ready"),
+        # A node still provisioning (sunblend's kwok provider taints it until its delay has passed)
+        # is booting, not ready, whatever its Ready condition says.
+        ready=_condition_true(status.conditions if status is not None else None, "Ready")
+        and not any(t.get("key") == constants.PROVISIONING_TAINT for t in taints(node)),
         unschedulable=bool(node.spec is not None and node.spec.unschedulable),
         interruption=interruptions.signal(taints(node), interruption_rules),
         gpus=gpu_count((status.allocatable or {}).get(constants.GPU_RESOURCE) if status is not None else None),

@@ -44,6 +44,9 @@ class Actuator:
     def __init__(self):
         self.calls = []
 
+    def settle(self, pool, view, now):
+        return []
+
     def act(self, pool, uid, decided):
         from sunblend.actuate import execute
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable, Sequence
+
 from kubernetes import client
 
-from sunblend.actuate.providers import base
+from sunblend.actuate.providers import base, kwok
+from sunblend.api.spec import CapacityType
+from sunblend.core import nodes
 
 
-def enabled(api: client.ApiClient) -> list[base.NodeProvider]:
+def enabled(
+    api: client.ApiClient,
+    clock: Callable[[], dt.datetime],
+    kwok_delay: dt.timedelta = dt.timedelta(seconds=60),
+    rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+) -> list[base.NodeProvider]:
     """Every provider, ready to use; a pool (or the operator's default) picks one by name."""
-    found: list[base.NodeProvider] = [base.NoProvider()]
-    return found
+    delays = dict.fromkeys(CapacityType, kwok_delay)
+    return [base.NoProvider(), kwok.KwokProvider(api, clock, delays, rules)]
