@@ -9,7 +9,9 @@
 #   5. apply the India/UK follow-the-sun pool, with a pod template: sunblend runs its slices
 #   6. show the pool, its conditions, its slices per region and capacity type, and where the pods run
 #   7. a drain that respects a PodDisruptionBudget: held back, then done once the budget allows
-#   8. print how to watch it and how to tear it down
+#   8. a follow-the-sun day in a few minutes, with the kwok node provider (hack/demo_day.py),
+#      a spot interruption at India's evening peak, and a PNG of nodes over the day
+#   9. print how to watch it and how to tear it down
 #
 #   hack/demo.sh up | down
 set -euo pipefail
@@ -42,12 +44,12 @@ wait_until() {  # wait_until SECONDS WHAT COMMAND...: poll COMMAND until it succ
 up() {
   mkdir -p "$DEMO"
   if [[ -n "${KUBECONFIG:-}" ]]; then
-    say "1/8 using your cluster: KUBECONFIG=$KUBECONFIG"
+    say "1/9 using your cluster: KUBECONFIG=$KUBECONFIG"
     bash hack/cluster.sh build >/dev/null
     export PATH="$(bash hack/cluster.sh env | sed -n 's/^export PATH=\(.*\):\$PATH$/\1/p'):$PATH"
     echo "external" >"$DEMO/cluster"
   else
-    say "1/8 starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+    say "1/9 starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
     bash hack/cluster.sh build
     bash hack/cluster.sh up
     cluster_env
@@ -55,12 +57,12 @@ up() {
   fi
   local kubectl="$VENV_BIN/kubectl"
 
-  say "2/8 installing the Helm chart into namespace $NAMESPACE (actuation.mode=Enforce)"
+  say "2/9 installing the Helm chart into namespace $NAMESPACE (actuation.mode=Enforce)"
   helm upgrade --install sunblend charts/sunblend --namespace "$NAMESPACE" --create-namespace \
     --set replicaCount=0 --set actuation.mode=Enforce --wait=false
   "$kubectl" get crd inferencepools.sunblend.dev
 
-  say "3/8 creating kwok GPU nodes (8x H100 each): committed, spot and on-demand in ap-south-1 and eu-west-2"
+  say "3/9 creating kwok GPU nodes (8x H100 each): committed, spot and on-demand in ap-south-1 and eu-west-2"
   "$VENV_BIN/python" hack/kwok_nodes.py \
     ap-south-1:reserved:1 ap-south-1:spot:2 ap-south-1:on-demand:2 \
     eu-west-2:reserved:1 eu-west-2:spot:3 eu-west-2:on-demand:3 | "$kubectl" apply -f -
@@ -70,11 +72,11 @@ up() {
   "$kubectl" wait --for=condition=Ready node -l sunblend.dev/demo=true --timeout=60s
   "$kubectl" get nodes -l sunblend.dev/demo=true -L topology.kubernetes.io/region,karpenter.sh/capacity-type
 
-  say "4/8 starting the operator in Enforce mode: sunblend run (log: $DEMO/operator.log)"
+  say "4/9 starting the operator in Enforce mode: sunblend run (log: $DEMO/operator.log)"
   if [[ -s "$DEMO/operator.pid" ]] && kill -0 "$(cat "$DEMO/operator.pid")" 2>/dev/null; then
     echo "already running (pid $(cat "$DEMO/operator.pid"))"
   else
-    nohup "$VENV_BIN/sunblend" run --actuation-mode Enforce --replan-seconds 5 \
+    nohup "$VENV_BIN/sunblend" run -n default --actuation-mode Enforce --replan-seconds 5 \
       --metrics-address 127.0.0.1 --metrics-port 18080 \
       --liveness http://127.0.0.1:18081/healthz >"$DEMO/operator.log" 2>&1 &
     echo $! >"$DEMO/operator.pid"
@@ -85,14 +87,14 @@ up() {
     echo "operator running (pid $(cat "$DEMO/operator.pid")), metrics on http://127.0.0.1:18080/metrics"
   fi
 
-  say "5/8 applying the India/UK follow-the-sun pool with a pod template ($POOL)"
+  say "5/9 applying the India/UK follow-the-sun pool with a pod template ($POOL)"
   "$kubectl" apply -n default -f "$POOL"
   "$kubectl" wait -n default --for=condition=Ready inferencepools.sunblend.dev/chat-india-uk --timeout=60s
   wait_until 60 "the pool's slices" \
     test -n "$("$kubectl" get deploy -n default -l sunblend.dev/pool=chat-india-uk -o name)"
   sleep 10  # let kwok start the pods
 
-  say "6/8 the pool, its conditions, its slices (one Deployment per region, GPU class and capacity type)"
+  say "6/9 the pool, its conditions, its slices (one Deployment per region, GPU class and capacity type)"
   "$kubectl" get -n default inferencepools.sunblend.dev
   "$kubectl" get -n default inferencepools.sunblend.dev/chat-india-uk \
     -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
@@ -105,7 +107,7 @@ up() {
   "$kubectl" get -n default inferencepools.sunblend.dev/chat-india-uk \
     -o jsonpath='{range .status.actuation.commands[*]}  {.kind} {.target} {.value}: {.reason}{"\n"}{end}'
 
-  say "7/8 a drain that respects a PodDisruptionBudget ($DRAIN)"
+  say "7/9 a drain that respects a PodDisruptionBudget ($DRAIN)"
   "$kubectl" apply -n default -f "$DRAIN"
   wait_until 90 "DrainBlocked=True" bash -c "'$kubectl' get -n default inferencepools.sunblend.dev/drain-demo \
     -o jsonpath='{.status.conditions[?(@.type==\"DrainBlocked\")].reason}' | grep -qx DrainBlocked"
@@ -121,7 +123,10 @@ up() {
   "$kubectl" get events -n default --field-selector involvedObject.name=drain-demo \
     -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message | head -12
 
-  say "8/8 next steps"
+  say "8/9 a follow-the-sun day in a few minutes: the kwok node provider, India's evening meeting London's afternoon"
+  "$VENV_BIN/python" hack/demo_day.py --out "$DEMO" --speed "${SUNBLEND_DEMO_SPEED:-360}"
+
+  say "9/9 next steps"
   cat <<MSG
   export KUBECONFIG=${KUBECONFIG}
   kubectl get inferencepools.sunblend.dev -A -w            # watch pools
@@ -129,6 +134,7 @@ up() {
   kubectl get deploy -l sunblend.dev/pool=chat-india-uk     # the slices
   curl -s http://127.0.0.1:18080/metrics | grep ^sunblend_   # the operator's metrics
   tail -f $DEMO/operator.log                                # the operator's log
+  xdg-open $DEMO/day.png                                    # nodes by capacity type over the day
   make demo-down                                            # stop the operator and the cluster
 MSG
 }

@@ -160,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             kwok_delay_seconds=args.kwok_delay_seconds,
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
+            clock_speed=args.clock_speed,
         )
     )
     return 0
@@ -226,6 +227,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="run the operator's clock this far ahead (tests and demos only; 0 in production)",
+    )
+    run.add_argument(
+        "--clock-speed",
+        type=float,
+        default=1.0,
+        help="run the operator's clock this many times faster (demos only; 1 in production)",
     )
     run.add_argument("--replan-seconds", type=float, default=30.0, help="how often every pool is stepped (30)")
     run.set_defaults(run=cmd_run)

@@ -12,7 +12,7 @@ new state and the events to post. Between hourly plans it:
 - covers demand above the plan (live demand, or a saturated model server) with on-demand, kept
   until the next plan;
 - keeps capacity while metrics are missing, and removes capacity in a region only once what
-  replaces it there is ready (make before break).
+  replaces it there is ready (make before break), waiting at most ``MAKE_BEFORE_BREAK_BOUND``.
 
 The operator stores ``State`` in the pool's status (``core.policy_state``), so a restart
 continues where it stopped. The simulator's ``sunblend`` policy is a thin adapter over this.
@@ -43,6 +43,7 @@ THROUGHPUT_BUSY = 0.8  # utilisation above which demand per replica measures a r
 THROUGHPUT_ALPHA = 0.2
 THROUGHPUT_WARN = 0.25
 SATURATED_KV_CACHE = 0.9
+MAKE_BEFORE_BREAK_BOUND = dt.timedelta(minutes=10)  # the longest a region waits for new capacity
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class State:
     handled_notices: frozenset[str] = frozenset()
     throughput: Mapping[str, float] = field(default_factory=dict)  # measured tokens/s per replica per region
     low_since: Mapping[str, dt.datetime] = field(default_factory=dict)  # live demand below the surge since
+    waiting_since: Mapping[str, dt.datetime] = field(default_factory=dict)  # new capacity on its way since
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class _Step:
         self.recent = {r: list(v) for r, v in state.recent.items()}
         self.throughput = dict(state.throughput)
         self.low_since = dict(state.low_since)
+        self.waiting_since = dict(state.waiting_since)
         self.hour = state.hour
         self.events: list[EngineEvent] = []
         self.plan: Plan | None = None
@@ -447,6 +450,15 @@ class _Step:
             room = self.obs.ready.get(key, 0) * (offer.replicas_per_node if offer else 0)
             if min(replicas, room) > self.obs.ready_replicas.get(key, 0):
                 waiting_regions.add(key[0])
+        # Capacity that is not ready within the bound (pods that never start, nodes that never
+        # boot) stops holding the region, or one stuck replica would keep every node forever.
+        for region in list(self.waiting_since):
+            if region not in waiting_regions:
+                del self.waiting_since[region]
+        for region in sorted(waiting_regions):
+            since = self.waiting_since.setdefault(region, self.obs.now)
+            if self.obs.now - since >= MAKE_BEFORE_BREAK_BOUND:
+                waiting_regions.discard(region)
         for key in self.offers:
             wanted, have = targets.get(key, 0), present[key]
             if wanted >= have:
@@ -489,6 +501,7 @@ class _Step:
             handled_notices=frozenset(n.node for n in self.obs.notices),
             throughput=self.throughput,
             low_since=self.low_since,
+            waiting_since=self.waiting_since,
         )
 
 

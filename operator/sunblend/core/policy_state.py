@@ -132,6 +132,7 @@ def to_document(state: policy.State) -> dict[str, Any]:
         "handledNotices": sorted(state.handled_notices),
         "throughput": _floats(state.throughput),
         "lowSince": {r: _time(at) for r, at in sorted(state.low_since.items())},
+        "waitingSince": {r: _time(at) for r, at in sorted(state.waiting_since.items())},
     }
 
 
@@ -177,6 +178,7 @@ def from_document(document: Mapping[str, Any] | None) -> policy.State:
             handled_notices=frozenset(str(n) for n in document.get("handledNotices") or []),
             throughput={str(k): float(v) for k, v in (document.get("throughput") or {}).items()},
             low_since={str(k): _parse_time(v) for k, v in (document.get("lowSince") or {}).items()},
+            waiting_since={str(k): _parse_time(v) for k, v in (document.get("waitingSince") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as error:
         raise UnreadableState(f"policy state unreadable: {error}") from error

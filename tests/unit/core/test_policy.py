@@ -206,3 +206,13 @@ def test_a_saturated_model_server_gets_more_replicas_even_when_measured_demand_f
     full = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), kv_cache={"r1": 0.97}, **seen)
     queued = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), waiting={"r1": 12}, **seen)
     assert _nodes(full) == _nodes(queued) == {OD: 6}  # 10% above what runs, on-demand
+
+
+def test_capacity_that_never_becomes_ready_holds_removals_back_for_ten_minutes_at_most():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    stuck = {"ready": {OD: 9, SPOT: 5}, "replicas": {SPOT: 5}, "ready_replicas": {SPOT: 0}}
+    held = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=1), **stuck)
+    assert _nodes(held) == {}  # spot pods are starting on ready nodes: on-demand is kept
+    later = _step(pool_spec, base, held.state, NOON + dt.timedelta(minutes=11), **stuck)
+    assert _nodes(later) == {OD: 5}
