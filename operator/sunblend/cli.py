@@ -158,12 +158,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             actuation_mode=ActuationMode(args.actuation_mode),
             node_provider=NodeProviderName(args.node_provider),
             kwok_delay_seconds=args.kwok_delay_seconds,
+            gateway=_gateway(args.gateway),
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
             clock_speed=args.clock_speed,
         )
     )
     return 0
+
+
+def _gateway(text: str | None) -> Any:
+    """``NAMESPACE/NAME`` of the Gateway the HTTPRoutes attach to, or None."""
+    if not text:
+        return None
+    from sunblend.actuate import routes
+
+    namespace, _, name = text.rpartition("/")
+    if not name:
+        raise UsageError(f"--gateway: {text!r} is not NAMESPACE/NAME or NAME")
+    return routes.GatewayRef(name=name, namespace=namespace or None)
 
 
 def _prometheus(args: argparse.Namespace) -> Any:
@@ -220,6 +233,11 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="the kwok provider's provisioning delay, on the operator's clock (60)",
+    )
+    run.add_argument(
+        "--gateway",
+        help="NAMESPACE/NAME of a Gateway API Gateway: each pool in Enforce mode owns one HTTPRoute per user "
+        "region whose weights follow the plan (default: weights in status only)",
     )
     run.add_argument("--interruption-rules", help="YAML list of {taintKey, effect} marking spot interruption notices")
     run.add_argument(

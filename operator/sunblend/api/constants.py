@@ -58,6 +58,7 @@ REASON_OWNED_BY_AUTOSCALER: Final = "OwnedByAutoscaler"
 REASON_STALE_COMMAND: Final = "StaleCommand"
 REASON_ACTUATION_FAILED: Final = "ActuationFailed"
 REASON_THROUGHPUT_DIFFERS: Final = "ThroughputDiffers"
+REASON_ROUTES_PUBLISHED: Final = "RoutesPublished"
 
 # The kwok node provider: nodes it made, and the taint that holds pods off until a node has "booted".
 PROVIDER_LABEL: Final = "sunblend.dev/provider"

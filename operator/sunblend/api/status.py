@@ -46,6 +46,22 @@ class Route(_Model):
     tokens_per_second: float
 
 
+class RegionWeight(_Model):
+    """One serving region's share of a user region's traffic."""
+
+    region: str
+    weight: int = Field(ge=0, le=100)
+
+
+class TrafficWeights(_Model):
+    """Where one user region's traffic goes in the planned hour (from the plan's routes)."""
+
+    user_region: str
+    backends: list[RegionWeight] = Field(
+        default_factory=list, description="Serving regions and their share; sums to 100."
+    )
+
+
 class HourSummary(_Model):
     """One planned hour."""
 
@@ -120,6 +136,9 @@ class InferencePoolStatus(_Model):
     cost_per_million_tokens_dollars: float | None = None
     current: list[PlannedCapacity] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    traffic_weights: list[TrafficWeights] = Field(
+        default_factory=list, description="Per user region, the serving regions and their share this hour."
+    )
     next_hours: list[HourSummary] = Field(default_factory=list)
     observed: list[RegionObservation] = Field(default_factory=list)
     workload: WorkloadReplicas | None = None

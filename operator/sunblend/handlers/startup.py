@@ -21,7 +21,7 @@ import kopf
 import yaml
 from kubernetes import client, config
 
-from sunblend.actuate import drain, execute, workloads
+from sunblend.actuate import drain, execute, routes, workloads
 from sunblend.actuate import status as status_writer
 from sunblend.actuate.providers import registry as providers
 from sunblend.api.spec import ActuationMode, NodeProviderName
@@ -50,6 +50,7 @@ class Options:
     actuation_mode: ActuationMode = ActuationMode.ADVISORY
     node_provider: NodeProviderName = NodeProviderName.NONE
     kwok_delay_seconds: float = 60.0
+    gateway: routes.GatewayRef | None = None  # the Gateway the pools' HTTPRoutes attach to
     interruption_rules: Path | None = None
     clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
     clock_speed: float = 1.0  # demos run it faster; 1 in production
@@ -120,6 +121,9 @@ def _configure(options: Options) -> Any:
             actuator=actuator,
             default_mode=options.actuation_mode,
             default_provider=options.node_provider,
+            routes=None
+            if options.gateway is None
+            else routes.RoutePublisher(routes.RouteWriter(client.CustomObjectsApi(api)), options.gateway),
         )
         writer = status_writer.StatusWriter(client.CustomObjectsApi(api), client.CoreV1Api(api))
         memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)

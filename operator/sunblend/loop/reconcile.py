@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sunblend.actuate import execute, manifests, workloads
 from sunblend.api import constants, load, spec, status
 from sunblend.api.spec import ActuationMode
-from sunblend.core import commands, placement, policy, policy_state, problem, report, snapshot
+from sunblend.core import commands, placement, policy, policy_state, problem, report, routing, snapshot
 from sunblend.core.plan import Plan, SolveStatus
 from sunblend.core.problem import OfferKey
 from sunblend.loop import measure, observation
@@ -39,6 +39,7 @@ PLAN_KEYS = (
     "costPerMillionTokensDollars",
     "current",
     "routes",
+    "trafficWeights",
     "nextHours",
     "message",
 )
@@ -69,6 +70,14 @@ class SnapshotSource(Protocol):
     def read(self, pool: spec.InferencePool) -> snapshot.Snapshot: ...
 
 
+class RoutePublisher(Protocol):
+    """Owns the pool's HTTPRoutes (``actuate.routes.RoutePublisher``)."""
+
+    def publish(
+        self, pool: spec.InferencePool, uid: str, weights: Mapping[str, Sequence[tuple[str, int]]]
+    ) -> list[str]: ...
+
+
 class Actuator(Protocol):
     """Carries out Commands after re-checking them (``actuate.execute.Actuator``)."""
 
@@ -84,6 +93,7 @@ class Services:
     snapshots: SnapshotSource | None = None
     metrics: measure.MetricsReader | None = None
     actuator: Actuator | None = None
+    routes: RoutePublisher | None = None  # None: no Gateway configured, weights go to status only
     default_mode: ActuationMode = ActuationMode.ADVISORY
     default_provider: spec.NodeProviderName = spec.NodeProviderName.NONE
     problems: dict[str, problem.BlendProblem] = field(default_factory=dict)  # per spec digest
@@ -260,6 +270,13 @@ def _workloads(
     return out
 
 
+def _traffic(pool: spec.InferencePool, result: Plan) -> dict[str, list[tuple[str, int]]]:
+    """Each user region's serving regions and their share this hour (empty without a solution)."""
+    if not result.has_solution:
+        return {}
+    return routing.weights(result, 0, [r.name for r in pool.spec.regions])
+
+
 def _plan_status(result: Plan, generation: int | None, now: dt.datetime, previous: Any) -> dict[str, Any]:
     new = report.planned_status(result, generation, now, previous, None)
     document = new.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"kopf"})
@@ -412,6 +429,17 @@ def _step(
     ]
     if decision.plan is not None:
         plan_patch = _plan_status(decision.plan, generation, now, previous)
+        weights = _traffic(pool, decision.plan)
+        plan_patch["trafficWeights"] = [
+            {"userRegion": user, "backends": [{"region": r, "weight": w} for r, w in shares]}
+            for user, shares in sorted(weights.items())
+        ]
+        if mode is ActuationMode.ENFORCE and services.routes is not None and decision.plan.has_solution:
+            try:
+                published = services.routes.publish(pool, uid, weights)
+                events += [Event("Normal", constants.REASON_ROUTES_PUBLISHED, text) for text in published]
+            except workloads.ActuationFailed as error:
+                events.append(Event("Warning", constants.REASON_ACTUATION_FAILED, f"publishing routes: {error}"))
         conditions = [status.Condition.model_validate(c) for c in plan_patch.pop("conditions")] + conditions
         patch.update(plan_patch)
         events += _plan_events(previous_status, plan_patch, decision.plan)

@@ -244,3 +244,39 @@ def test_per_region_workload_refs_are_each_scaled_to_their_regions_replicas():
     scaled = {c.name: (c.workload_kind, c.replicas) for c in outcome.commands if isinstance(c, commands.ScaleWorkload)}
     assert scaled == {"server-r1": ("Deployment", 3), "server-r2": ("StatefulSet", 5)}
     assert [(w["region"], w["plannedReplicas"]) for w in outcome.status["workloads"]] == [("r1", 3), ("r2", 5)]
+
+
+class Routes:
+    """Stands in for actuate.routes.RoutePublisher."""
+
+    def __init__(self):
+        self.published = []
+
+    def publish(self, pool, uid, weights):
+        self.published.append(weights)
+        return [f"HTTPRoute {user}" for user in weights]
+
+
+def test_the_plans_routes_become_traffic_weights_and_in_enforce_mode_http_routes():
+    import pathlib
+
+    import yaml
+
+    document = yaml.safe_load(
+        (pathlib.Path(__file__).parents[3] / "examples" / "follow-the-sun-india-uk.yaml").read_text()
+    )
+    document["metadata"].update({"namespace": "default", "generation": 1, "uid": "u1"})
+    document["spec"]["actuation"] = {"mode": "Enforce"}
+    at = dt.datetime(2026, 11, 22, 17, tzinfo=dt.UTC)
+    routes = Routes()
+    outcome = reconcile.reconcile(
+        document, at, _services(snapshots=Cluster(snapshot.Snapshot()), actuator=Actuator(), routes=routes)
+    )
+    weights = {
+        w["userRegion"]: {b["region"]: b["weight"] for b in w["backends"]} for w in outcome.status["trafficWeights"]
+    }
+    assert weights["eu-west-2"] == {"eu-west-2": 100}
+    assert sum(weights["ap-south-1"].values()) == 100 and weights["ap-south-1"]["eu-west-2"] > 0  # served from London
+    [published] = routes.published
+    assert {user: dict(shares) for user, shares in published.items()} == weights
+    assert "RoutesPublished" in [e.reason for e in outcome.events]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from kubernetes import client
 
-from sunblend.actuate.providers import base, kwok
+from sunblend.actuate.providers import base, clusterapi, kwok
 from sunblend.api.spec import CapacityType
 from sunblend.core import nodes
 
@@ -20,4 +20,4 @@ def enabled(
 ) -> list[base.NodeProvider]:
     """Every provider, ready to use; a pool (or the operator's default) picks one by name."""
     delays = dict.fromkeys(CapacityType, kwok_delay)
-    return [base.NoProvider(), kwok.KwokProvider(api, clock, delays, rules)]
+    return [base.NoProvider(), kwok.KwokProvider(api, clock, delays, rules), clusterapi.ClusterApiProvider(api)]
