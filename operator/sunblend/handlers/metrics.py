@@ -57,6 +57,14 @@ EVENTS = prom.Counter(
 )
 
 
+API_WRITES = prom.Counter(
+    "sunblend_api_writes_total",
+    "Requests the operator sent to the API server that write (POST, PUT, PATCH, DELETE), by method.",
+    ["method"],
+    registry=REGISTRY,
+)
+
+
 def count(kinds: list[str], reasons: list[str]) -> None:
     """Count one step's commands and events."""
     for kind in kinds:

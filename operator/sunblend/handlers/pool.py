@@ -71,18 +71,9 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
         pools[key] = essentials(body)
 
 
-# What a step reads of a pool's body; the rest (the hour-by-hour summary, kopf's own
-# bookkeeping) is left out to keep the operator's memory flat as pools grow.
-_STATUS_READ = (
-    "observedGeneration",
-    "conditions",
-    "plannedHour",
-    "current",
-    "message",
-    "observed",
-    "policyState",
-    "actuation",
-)
+# What a step reads of a pool's body: the status the operator owns, less the hour-by-hour summary
+# and kopf's own bookkeeping, to keep the operator's memory flat as pools grow.
+_STATUS_SKIPPED = ("nextHours", "kopf")
 
 
 def essentials(body: Mapping[str, Any]) -> str:
@@ -94,9 +85,21 @@ def essentials(body: Mapping[str, Any]) -> str:
         "kind": body.get("kind"),
         "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid", "generation")},
         "spec": body.get("spec"),
-        "status": {k: status[k] for k in _STATUS_READ if k in status},
+        "status": {k: v for k, v in status.items() if k not in _STATUS_SKIPPED},
     }
     return json.dumps(kept, separators=(",", ":"), default=dict)
+
+
+def unchanged(before: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """Whether writing ``patch`` would change nothing but the time of the decision."""
+
+    def comparable(status: Mapping[str, Any], key: str) -> Any:
+        value = status.get(key)
+        if key == "actuation" and isinstance(value, Mapping):
+            return {k: v for k, v in value.items() if k != "decidedAt"}
+        return value
+
+    return all(comparable(patch, key) == comparable(before, key) for key in patch if key not in _STATUS_SKIPPED)
 
 
 def handled(body: Mapping[str, Any]) -> bool:
@@ -139,6 +142,9 @@ class Replanner:
             started = time.perf_counter()
             outcome = reconcile.reconcile(body, now, services, spec_changed=False)
             meta = body["metadata"]
+            if not outcome.events and unchanged(body.get("status") or {}, outcome.status):
+                _record(body, outcome, time.perf_counter() - started)
+                continue  # nothing to say: no write (writes must not grow with pools that hold still)
             try:
                 if not self._writer.patch_status(meta["namespace"], meta["name"], outcome.status):
                     continue

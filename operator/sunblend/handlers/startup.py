@@ -81,12 +81,21 @@ def clock(offset_seconds: float, speed: float = 1.0) -> Callable[[], dt.datetime
     return lambda: origin + (dt.datetime.now(dt.UTC) - started) * speed
 
 
+class _CountingApiClient(client.ApiClient):
+    """The Kubernetes API client, counting the requests that write (``sunblend_api_writes_total``)."""
+
+    def call_api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() in ("POST", "PUT", "PATCH", "DELETE"):
+            metrics.API_WRITES.labels(method.upper()).inc()
+        return super().call_api(method, *args, **kwargs)
+
+
 def _kubernetes() -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    return _CountingApiClient()
 
 
 def _configure(options: Options) -> Any:

@@ -47,11 +47,11 @@ def test_run_once_steps_every_pool_and_plans_at_the_new_hour():
     memo = {"pools": {("default", "t"): pool.essentials(_planned_body(NOON, services))}, "services": services}
     writer = RecordingWriter()
     replanner = pool.Replanner(memo, writer)  # type: ignore[arg-type]
-    assert replanner.run_once(NOON + dt.timedelta(minutes=5)) == 1
+    assert replanner.run_once(NOON + dt.timedelta(minutes=5)) == 0
+    assert writer.patches == []  # nothing changed but the time: no write
+    assert replanner.run_once(NOON + dt.timedelta(hours=1)) == 1
     [(namespace, name, status)] = writer.patches
     assert (namespace, name) == ("default", "t")
-    assert "plannedHour" not in status  # same hour: the plan stands
-    assert replanner.run_once(NOON + dt.timedelta(hours=1)) == 1
-    assert writer.patches[-1][2]["plannedHour"] == "2026-11-23T13:00:00Z"
+    assert status["plannedHour"] == "2026-11-23T13:00:00Z"
     # What was written is what the next pass continues from.
     assert '"hour":"2026-11-23T13:00:00Z"' in memo["pools"][("default", "t")]

@@ -235,7 +235,9 @@ class KarpenterProvider:
         name = document["metadata"]["name"]
         present = self._read(name)
         if present is None:
-            self._create(document)
+            # Not forced: should another NodePool of this name appear after the read, its fields
+            # conflict with ours and the API server refuses the apply (409) instead of merging.
+            self._apply(document, force=False)
             verb = "created"
         else:
             self._check_ours(present, pool)
@@ -244,7 +246,7 @@ class KarpenterProvider:
             version = (present.get("metadata") or {}).get("resourceVersion")
             if version:
                 document["metadata"]["resourceVersion"] = version
-            self._apply(document)
+            self._apply(document, force=True)
             verb = "applied"
         gpus = document["spec"]["limits"][constants.GPU_RESOURCE]
         said = f"NodePool {name} {verb}: limit {constants.GPU_RESOURCE} {gpus} ({command.nodes} nodes)"
@@ -263,8 +265,10 @@ class KarpenterProvider:
                 f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}: sunblend leaves it alone"
             )
         serves = (present["metadata"].get("annotations") or {}).get(POOL_REF_ANNOTATION)
-        if serves is not None and serves != pool_ref(pool):
-            raise base.ProviderFailed(f"NodePool {name} serves pool {serves}, not {pool_ref(pool)}: left alone")
+        if serves != pool_ref(pool):
+            raise base.ProviderFailed(
+                f"NodePool {name} serves pool {serves or '(unnamed)'}, not {pool_ref(pool)}: left alone"
+            )
 
     def _read(self, name: str) -> dict[str, Any] | None:
         try:
@@ -281,22 +285,7 @@ class KarpenterProvider:
             raise base.ProviderFailed(f"reading NodePool {name}: the API server sent {type(found).__name__}")
         return found
 
-    def _create(self, document: dict[str, Any]) -> None:
-        name = document["metadata"]["name"]
-        try:
-            self._custom.create_cluster_custom_object(
-                GROUP,
-                VERSION,
-                PLURAL,
-                document,
-                field_manager=workloads.FIELD_MANAGER,
-                _request_timeout=workloads.TIMEOUT_SECONDS,
-            )
-        except workloads.TRANSPORT_ERRORS as error:
-            # 409: made by someone else since it was read; the next reconcile reads it again.
-            raise base.ProviderFailed(f"creating NodePool {name}: {_explain(error)}") from error
-
-    def _apply(self, document: dict[str, Any]) -> None:
+    def _apply(self, document: dict[str, Any], force: bool) -> None:
         name = document["metadata"]["name"]
         try:
             self._custom.patch_cluster_custom_object(
@@ -306,7 +295,7 @@ class KarpenterProvider:
                 name,
                 document,
                 field_manager=workloads.FIELD_MANAGER,
-                force=True,
+                force=force,
                 _content_type=workloads.APPLY,
                 _request_timeout=workloads.TIMEOUT_SECONDS,
             )
