@@ -2,6 +2,7 @@
 # Local Kubernetes control plane as plain processes (envtest-style, no Docker).
 #
 #   hack/cluster.sh build    build pinned binaries once into the cache (slow, one-time)
+#   hack/cluster.sh build-karpenter  only Karpenter (kwok provider) and its CRDs; tests start it
 #   hack/cluster.sh up       start etcd, kube-apiserver, controller-manager, scheduler, kwok
 #   hack/cluster.sh down     stop everything started by `up` and wipe etcd data
 #   hack/cluster.sh env      print export lines (KUBECONFIG, PATH)
@@ -20,6 +21,9 @@ ETCD_VERSION=v3.6.16          # go.etcd.io/etcd/server/v3
 KUBE_VERSION=v1.36.3          # k8s.io/kubernetes (staging modules at v0.36.3)
 KWOK_VERSION=v0.8.0           # sigs.k8s.io/kwok
 HELM_VERSION=v3.22.0          # helm.sh/helm/v3
+KARPENTER_VERSION=v1.15.0     # sigs.k8s.io/karpenter (kwok cloud provider)
+# karpenter v1.15.0's go.mod needs go >= 1.26.9; only its module uses this toolchain.
+KARPENTER_GOTOOLCHAIN=go1.27.3
 
 CACHE="${SUNBLEND_CACHE:-$HOME/.cache/sunblend}"
 BIN_ROOT="$CACHE/bin"
@@ -32,6 +36,7 @@ KCM_DIR="$BIN_ROOT/kube-controller-manager-$KUBE_VERSION"
 SCHED_DIR="$BIN_ROOT/kube-scheduler-$KUBE_VERSION"
 KWOK_DIR="$BIN_ROOT/kwok-$KWOK_VERSION"
 HELM_DIR="$BIN_ROOT/helm-$HELM_VERSION"
+KARPENTER_DIR="$BIN_ROOT/karpenter-$KARPENTER_VERSION"
 
 # Start order; `down` stops in reverse.
 PROCS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -162,6 +167,39 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 }
 
+# Karpenter's kwok cloud provider: a real Karpenter controller that launches kwok
+# nodes. Not part of `up`; the karpenter provider's tests start it themselves.
+# The cache dir also holds the CRDs from the module (crds/*.yaml): NodePool and
+# NodeClaim from kwok/charts/crds, KWOKNodeClass from kwok/apis/crds.
+build_karpenter() {
+  local dir="$BUILD_ROOT/karpenter-$KARPENTER_VERSION"
+  if [[ -x "$KARPENTER_DIR/karpenter" ]]; then
+    log "karpenter $KARPENTER_VERSION: cached"
+  else
+    log "karpenter $KARPENTER_VERSION: building (toolchain $KARPENTER_GOTOOLCHAIN)"
+    (
+      # The go command fetches this toolchain from the module proxy once.
+      export GOTOOLCHAIN=$KARPENTER_GOTOOLCHAIN
+      new_module "$dir" sunblend.local/build/karpenter
+      (cd "$dir" && go get -tool "sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION" && go mod tidy)
+      go_build "$dir" "$KARPENTER_DIR/karpenter" sigs.k8s.io/karpenter/kwok \
+        "-X sigs.k8s.io/karpenter/pkg/operator.Version=$KARPENTER_VERSION"
+    )
+  fi
+  [[ -s "$KARPENTER_DIR/crds/karpenter.sh_nodepools.yaml" ]] && return
+  local src f
+  src=$(mkdir -p "$dir" && cd "$dir" && GOTOOLCHAIN=$KARPENTER_GOTOOLCHAIN \
+    mod_dir "sigs.k8s.io/karpenter@$KARPENTER_VERSION")
+  rm -rf "$KARPENTER_DIR/crds.tmp" && mkdir -p "$KARPENTER_DIR/crds.tmp"
+  for f in "$src"/kwok/charts/crds/*.yaml "$src"/kwok/apis/crds/*.yaml; do
+    [[ -e "$f" ]] || continue
+    cp "$f" "$KARPENTER_DIR/crds.tmp/" && chmod u+w "$KARPENTER_DIR/crds.tmp/$(basename "$f")"
+  done
+  [[ -s "$KARPENTER_DIR/crds.tmp/karpenter.sh_nodepools.yaml" ]] \
+    || die "no karpenter CRDs found under $src/kwok/{charts,apis}/crds"
+  rm -rf "$KARPENTER_DIR/crds" && mv -f "$KARPENTER_DIR/crds.tmp" "$KARPENTER_DIR/crds"
+}
+
 cmd_build() {
   command -v go >/dev/null || die "go not found"
   # The pinned modules declare `go 1.26.0`; with GOTOOLCHAIN=local an older go fails.
@@ -175,6 +213,7 @@ cmd_build() {
   BUILDING="sigs.k8s.io/kwok@$KWOK_VERSION"; build_kwok
   BUILDING="helm.sh/helm/v3@$HELM_VERSION"; build_helm
   BUILDING="k8s.io/kubernetes@$KUBE_VERSION"; build_kube
+  BUILDING="sigs.k8s.io/karpenter@$KARPENTER_VERSION"; build_karpenter
   BUILDING=""
   log "build complete"
 }
@@ -432,9 +471,10 @@ cmd_status() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-karpenter) build_karpenter ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) print_env ;;
   status) cmd_status ;;
-  *) echo "usage: $0 {build|up|down|env|status}" >&2; exit 2 ;;
+  *) echo "usage: $0 {build|build-karpenter|up|down|env|status}" >&2; exit 2 ;;
 esac

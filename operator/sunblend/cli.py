@@ -159,12 +159,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             node_provider=NodeProviderName(args.node_provider),
             kwok_delay_seconds=args.kwok_delay_seconds,
             gateway=_gateway(args.gateway),
+            karpenter_node_class=_node_class(args.karpenter_node_class),
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
             clock_speed=args.clock_speed,
         )
     )
     return 0
+
+
+def _node_class(text: str | None) -> Any:
+    """``GROUP/KIND/NAME`` of the NodeClass sunblend's Karpenter NodePools reference, or None (kwok's)."""
+    if not text:
+        return None
+    from sunblend.actuate.providers import karpenter
+
+    parts = text.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(
+            f"--karpenter-node-class: {text!r} is not GROUP/KIND/NAME, e.g. karpenter.k8s.aws/EC2NodeClass/gpu"
+        )
+    return karpenter.NodeClassRef(*parts)
 
 
 def _gateway(text: str | None) -> Any:
@@ -233,6 +248,11 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="the kwok provider's provisioning delay, on the operator's clock (60)",
+    )
+    run.add_argument(
+        "--karpenter-node-class",
+        help="GROUP/KIND/NAME of the NodeClass sunblend's NodePools use, e.g. karpenter.k8s.aws/EC2NodeClass/gpu "
+        "(default: karpenter.kwok.sh/KWOKNodeClass/default, Karpenter's kwok provider)",
     )
     run.add_argument(
         "--gateway",

@@ -409,3 +409,68 @@ def test_weights_prefer_reserved_then_spot_then_on_demand(karpenter_run: Karpent
         _check_node(newest, offer)
         wait_for(lambda want=replicas: len(_running_pods(cluster, "any")) == want, 60, 1, f"{replicas} pods Running")
     assert run.nodes_of(karpenter.nodepool_name(POOL_NAME, EU_RESERVED)) == []
+
+
+def test_the_operator_writes_its_nodepools_and_karpenter_launches_the_planned_nodes(
+    karpenter_run: Karpenter, operator: Any, tmp_path: Path
+) -> None:
+    """sunblend run --node-provider karpenter, in Enforce mode: NodePools per planned offer, and
+    the slices' pending pods make the real Karpenter launch nodes of those offers."""
+    from tests.e2e.conftest import Operator
+
+    cluster = karpenter_run.cluster
+    document = pool_document()
+    document["metadata"]["name"] = "acting"
+    document["spec"]["modelServer"]["template"] = {
+        "metadata": {"labels": {"app": "acting"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "vllm/vllm-openai",
+                    "resources": {"requests": {constants.GPU_RESOURCE: "8"}, "limits": {constants.GPU_RESOURCE: "8"}},
+                }
+            ]
+        },
+    }
+    document["spec"]["actuation"] = {"mode": "Enforce", "nodeProvider": "karpenter"}
+    operator.stop()
+    own = Operator(cluster, tmp_path / "operator.log")
+    own.extra_args = ["-n", POOL_NAMESPACE, "--replan-seconds", "2"]
+    try:
+        own.start()
+        cluster.apply(document, POOL_NAMESPACE)
+        # One replica per region (the minimum); spot may be at most half of a region: on-demand in both.
+        names = {
+            karpenter.nodepool_name("acting", offer)
+            for offer in (EU_ON_DEMAND, ("ap-south-1", "h100", CapacityType.ON_DEMAND))
+        }
+        found = wait_for(
+            lambda: (
+                (
+                    pools := {
+                        p["metadata"]["name"]: p
+                        for p in cluster.get("nodepools", "-l", f"{constants.POOL_LABEL}=acting")["items"]
+                    }
+                )
+                and set(pools) == names
+                and pools
+            ),
+            60,
+            what="sunblend's NodePools for the planned offers",
+        )
+        for nodepool in found.values():
+            assert nodepool["spec"]["limits"][constants.GPU_RESOURCE] in ("8", 8)
+        for name in names:
+            launched = wait_for(lambda name=name: karpenter_run.nodes_of(name), 90, what=f"a node of {name}")
+            labels = launched[0]["metadata"]["labels"]
+            assert labels["karpenter.sh/capacity-type"] == "on-demand"
+        wait_for(
+            lambda: len([p for p in _running_pods(cluster, "acting")]) == 2, 90, what="one replica running per region"
+        )
+    finally:
+        own.stop()
+        operator.start()
+        cluster.kubectl(
+            "delete", "inferencepools.sunblend.dev", "acting", "-n", POOL_NAMESPACE, "--wait=false", check=False
+        )

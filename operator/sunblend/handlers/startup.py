@@ -23,6 +23,7 @@ from kubernetes import client, config
 
 from sunblend.actuate import drain, execute, routes, workloads
 from sunblend.actuate import status as status_writer
+from sunblend.actuate.providers import karpenter
 from sunblend.actuate.providers import registry as providers
 from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
@@ -51,6 +52,7 @@ class Options:
     node_provider: NodeProviderName = NodeProviderName.NONE
     kwok_delay_seconds: float = 60.0
     gateway: routes.GatewayRef | None = None  # the Gateway the pools' HTTPRoutes attach to
+    karpenter_node_class: karpenter.NodeClassRef | None = None  # the NodeClass sunblend's NodePools use
     interruption_rules: Path | None = None
     clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
     clock_speed: float = 1.0  # demos run it faster; 1 in production
@@ -119,7 +121,13 @@ def _configure(options: Options) -> Any:
             workloads.WorkloadWriter(client.AppsV1Api(api), client.PolicyV1Api(api)),
             drain.Drainer(client.CoreV1Api(api)),
             rules,
-            providers.enabled(api, memo["clock"], dt.timedelta(seconds=options.kwok_delay_seconds), rules),
+            providers.enabled(
+                api,
+                memo["clock"],
+                dt.timedelta(seconds=options.kwok_delay_seconds),
+                rules,
+                options.karpenter_node_class,
+            ),
             options.node_provider,
         )
         memo["services"] = reconcile.Services(
