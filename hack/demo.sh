@@ -124,7 +124,13 @@ up() {
     -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message | head -12
 
   say "8/9 a follow-the-sun day in a few minutes: the kwok node provider, India's evening meeting London's afternoon"
-  "$VENV_BIN/python" hack/demo_day.py --out "$DEMO" --speed "${SUNBLEND_DEMO_SPEED:-360}"
+  local gateway=()
+  if KUBECTL="$kubectl" bash hack/gateway.sh apply >/dev/null; then
+    gateway=(--gateway demo-day/edge)  # the Gateway API CRDs are in: the pool's routes become HTTPRoutes
+  else
+    echo "(the Gateway API CRDs could not be installed: traffic weights go to the pool's status only)"
+  fi
+  "$VENV_BIN/python" hack/demo_day.py --out "$DEMO" --speed "${SUNBLEND_DEMO_SPEED:-360}" "${gateway[@]}"
 
   say "9/9 next steps"
   cat <<MSG

@@ -98,6 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the operator's log and the PNG")
     parser.add_argument("--speed", type=float, default=360.0, help="how many times faster the operator's clock runs")
+    parser.add_argument(
+        "--gateway", help="NAMESPACE/NAME of a Gateway: the pool then owns HTTPRoutes following the plan"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -126,6 +129,7 @@ def main() -> None:
             "0",
             "--liveness",
             "",
+            *(["--gateway", args.gateway] if args.gateway else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -178,6 +182,17 @@ def main() -> None:
         for row in events.splitlines():
             if row.split(" ", 1)[0] in ("SpotInterrupted", "FellBackToOnDemand", "ReturnedToSpot"):
                 print(f"    {row[:160]}")
+        if args.gateway:
+            routes = json.loads(kubectl("get", "httproutes", "-n", NAMESPACE, "-o", "json", check=False) or "{}")
+            print("  the HTTPRoutes sunblend owns now (weights follow the plan's routes):")
+            for route in routes.get("items", []):
+                rule = route["spec"]["rules"][0]
+                backends = ", ".join(f"{b['name']} {b.get('weight', 1)}" for b in rule["backendRefs"])
+                header = rule["matches"][0]["headers"][0]["value"]
+                print(f"    {route['metadata']['name']}: requests from {header} -> {backends}")
+            (args.out / "httproutes.yaml").write_text(
+                kubectl("get", "httproutes", "-n", NAMESPACE, "-o", "yaml", check=False)
+            )
         if samples:
             path = args.out / "day.png"
             draw(samples, path)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sunblend.actuate import manifests
 from sunblend.api import spec
 from sunblend.api.spec import CapacityType
 from sunblend.core import commands, policy, snapshot
-from sunblend.core.problem import BlendProblem
+from sunblend.core.problem import BlendProblem, OfferKey
 from sunblend.loop import measure
 
 
@@ -30,20 +30,34 @@ def spot_nodes(view: snapshot.Snapshot) -> list[str]:
     )
 
 
-def notices(view: snapshot.Snapshot, known_spot: Sequence[str]) -> tuple[policy.Notice, ...]:
-    """Spot nodes under an interruption signal, and spot nodes seen last time that are gone."""
+def notices(
+    view: snapshot.Snapshot, known_spot: Sequence[str], wanted: Mapping[OfferKey, int] | None = None
+) -> tuple[policy.Notice, ...]:
+    """Spot nodes under an interruption signal, and spot nodes seen last time that are gone.
+
+    A vanished node counts as lost only while its offer has fewer spot nodes than the engine
+    wanted (``wanted``, its last targets): a node the provider or the cluster's autoscaler removed
+    because the plan no longer wanted it was not lost.
+    """
     found = [
         policy.Notice(n.name, n.offer) for n in view.nodes if n.interruption and n.capacity_type is CapacityType.SPOT
     ]
     if not view.readable:
         return tuple(found)
     present = {n.name for n in view.nodes}
+    have: dict[OfferKey, int] = {}
+    for node in view.nodes:
+        if node.capacity_type is CapacityType.SPOT and node.interruption is None:
+            have[node.offer] = have.get(node.offer, 0) + 1
     for entry in known_spot:
-        name, _, offer = entry.partition("@")
-        parts = offer.split("/")
+        name, _, offer_text = entry.partition("@")
+        parts = offer_text.split("/")
         if name in present or len(parts) != 3:
             continue
-        found.append(policy.Notice(name, (parts[0], parts[1], CapacityType.SPOT)))
+        offer: OfferKey = (parts[0], parts[1], CapacityType.SPOT)
+        deficit = (wanted or {}).get(offer, 0) - have.get(offer, 0) - sum(1 for n in found if n.offer == offer)
+        if deficit > 0:
+            found.append(policy.Notice(name, offer))
     return tuple(found)
 
 
@@ -54,6 +68,7 @@ def build(
     measured: measure.Measurements | None,
     known_spot: Sequence[str],
     now: dt.datetime,
+    wanted: Mapping[OfferKey, int] | None = None,
 ) -> policy.Observation:
     """The engine's observation at ``now``."""
     ready: Counter[tuple[str, str, CapacityType]] = Counter()
@@ -83,5 +98,5 @@ def build(
         kv_cache=dict(live.kv_cache) if live else {},
         waiting=dict(live.waiting) if live else {},
         history={r: tuple(v) for r, v in live.history.items()} if live else {},
-        notices=notices(view, known_spot),
+        notices=notices(view, known_spot, wanted),
     )

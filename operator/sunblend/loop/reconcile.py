@@ -373,7 +373,8 @@ def _step(
         observed = [status.RegionObservation.model_validate(o) for o in previous_status.get("observed") or []]
     base = services.problem(pool.spec, now)
     previous_actuation = previous_status.get("actuation") or {}
-    seen = observation.build(pool, base, view, measured, previous_actuation.get("spotNodes") or [], now)
+    wanted = {**state.planned, **{k: n + state.planned.get(k, 0) for k, n in state.surge.items()}}
+    seen = observation.build(pool, base, view, measured, previous_actuation.get("spotNodes") or [], now, wanted)
     decision = policy.decide(pool.spec, base, seen, state, replan=spec_changed)
     events += [Event(e.type, e.reason, e.message) for e in decision.events]
     replicas_per_node = {o.key: o.replicas_per_node for o in base.offers}
