@@ -204,9 +204,9 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             operator.kill()
         log.close()
-        kubectl("delete", "-n", NAMESPACE, "-f", str(ROOT / "hack" / "demo" / "day.yaml"), "--wait=false", check=False)
         selector = f"sunblend.dev/provider=kwok,sunblend.dev/pool-namespace={NAMESPACE}"
         kubectl("delete", "nodes", "-l", selector, "--wait=false", check=False)
+        kubectl("delete", "namespace", NAMESPACE, "--timeout=90s", check=False)  # the pool, its slices, events
 
 
 if __name__ == "__main__":
