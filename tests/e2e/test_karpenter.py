@@ -474,3 +474,60 @@ def test_the_operator_writes_its_nodepools_and_karpenter_launches_the_planned_no
         cluster.kubectl(
             "delete", "inferencepools.sunblend.dev", "acting", "-n", POOL_NAMESPACE, "--wait=false", check=False
         )
+
+
+def test_a_spot_interruption_under_karpenter_falls_back_to_on_demand(
+    karpenter_run: Karpenter, operator: Any, tmp_path: Path
+) -> None:
+    """Mumbai needs two nodes, at most half on spot: one spot and one on-demand NodePool. The spot
+    node gets Node Termination Handler's taint; sunblend raises the on-demand NodePool's limit and
+    grows the on-demand slice, and Karpenter launches the second on-demand node."""
+    from tests.e2e.conftest import Operator
+
+    cluster = karpenter_run.cluster
+    document = pool_document()
+    document["metadata"]["name"] = "fallback"
+    mumbai = document["spec"]["regions"][0]
+    mumbai["demand"] = {"baselineTokensPerSecond": 200, "peakTokensPerSecond": 200}
+    document["spec"]["regions"] = [mumbai]
+    document["spec"]["policy"] = {"headroom": 0}
+    document["spec"]["modelServer"]["template"] = {
+        "metadata": {"labels": {"app": "fallback"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "server",
+                    "image": "vllm/vllm-openai",
+                    "resources": {"requests": {constants.GPU_RESOURCE: "8"}, "limits": {constants.GPU_RESOURCE: "8"}},
+                }
+            ]
+        },
+    }
+    document["spec"]["actuation"] = {"mode": "Enforce", "nodeProvider": "karpenter"}
+    spot_pool = karpenter.nodepool_name("fallback", AP_SPOT)
+    on_demand_pool = karpenter.nodepool_name("fallback", ("ap-south-1", "h100", CapacityType.ON_DEMAND))
+    operator.stop()
+    own = Operator(cluster, tmp_path / "operator.log")
+    own.extra_args = ["-n", POOL_NAMESPACE, "--replan-seconds", "2"]
+    try:
+        own.start()
+        cluster.apply(document, POOL_NAMESPACE)
+        spot_nodes = wait_for(lambda: karpenter_run.nodes_of(spot_pool), 90, what="a spot node from Karpenter")
+        wait_for(lambda: karpenter_run.nodes_of(on_demand_pool), 90, what="an on-demand node from Karpenter")
+        wait_for(lambda: len(_running_pods(cluster, "fallback")) == 2, 90, what="both replicas running")
+        spot = spot_nodes[0]["metadata"]["name"]
+        cluster.kubectl("taint", "node", spot, "aws-node-termination-handler/spot-itn=true:NoSchedule")
+        wait_for(
+            lambda: str(cluster.get("nodepool", on_demand_pool)["spec"]["limits"][constants.GPU_RESOURCE]) == "16",
+            30,
+            what="the on-demand NodePool's limit raised to two nodes",
+        )
+        wait_for(lambda: len(karpenter_run.nodes_of(on_demand_pool)) == 2, 90, what="a second on-demand node")
+        reasons = {e["reason"] for e in cluster.get("events", "-n", POOL_NAMESPACE)["items"]}
+        assert {"SpotInterrupted", "FellBackToOnDemand"} <= reasons
+    finally:
+        own.stop()
+        operator.start()
+        cluster.kubectl(
+            "delete", "inferencepools.sunblend.dev", "fallback", "-n", POOL_NAMESPACE, "--wait=false", check=False
+        )
