@@ -419,6 +419,7 @@ EOF
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 \
+    --node-lease-duration-seconds=40 \
     --server-address="127.0.0.1:$KWOK_PORT"
 
   # Give the controllers a moment to fail fast on bad flags.

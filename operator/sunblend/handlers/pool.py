@@ -23,7 +23,7 @@ import kopf
 from sunblend.actuate import status as status_writer
 from sunblend.api import constants
 from sunblend.handlers import metrics
-from sunblend.loop import reconcile
+from sunblend.loop import merge, reconcile
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 LOOP_SECONDS = 30.0
@@ -91,15 +91,18 @@ def essentials(body: Mapping[str, Any]) -> str:
 
 
 def unchanged(before: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether writing ``patch`` would change nothing but the time of the decision."""
+    """Whether merging ``patch`` into ``before`` would change nothing but the time of the decision."""
 
-    def comparable(status: Mapping[str, Any], key: str) -> Any:
-        value = status.get(key)
-        if key == "actuation" and isinstance(value, Mapping):
-            return {k: v for k, v in value.items() if k != "decidedAt"}
-        return value
+    def comparable(status: Mapping[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in status.items() if k not in _STATUS_SKIPPED}
+        actuation = kept.get("actuation")
+        if isinstance(actuation, Mapping):
+            kept["actuation"] = {k: v for k, v in actuation.items() if k != "decidedAt"}
+        return kept
 
-    return all(comparable(patch, key) == comparable(before, key) for key in patch if key not in _STATUS_SKIPPED)
+    stored = merge.apply({}, before)  # as the server keeps it: no null values
+    after = merge.apply(stored, {k: v for k, v in patch.items() if k not in _STATUS_SKIPPED})
+    return comparable(after) == comparable(stored)
 
 
 def handled(body: Mapping[str, Any]) -> bool:
@@ -153,7 +156,7 @@ class Replanner:
                 continue
             # Keep what was just written, so the next pass continues from it even before kopf's
             # watch delivers the new body.
-            body["status"] = {**body.get("status", {}), **{k: v for k, v in outcome.status.items() if v is not None}}
+            body["status"] = merge.apply(body.get("status") or {}, outcome.status)
             if pools.get(key) == text:
                 pools[key] = essentials(body)
             for event in outcome.events:  # stamped with the wall clock, even when the decision clock is moved

@@ -24,7 +24,7 @@ from sunblend.api.spec import ActuationMode
 from sunblend.core import commands, placement, policy, policy_state, problem, report, routing, snapshot
 from sunblend.core.plan import Plan, SolveStatus
 from sunblend.core.problem import OfferKey
-from sunblend.loop import measure, observation
+from sunblend.loop import measure, merge, observation
 
 # Status keys the operator owns; a merge patch sets absent ones to null so stale values go.
 STATUS_KEYS = tuple(f.alias or name for name, f in status.InferencePoolStatus.model_fields.items() if name != "kopf")
@@ -401,7 +401,7 @@ def _step(
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "observed": [o.model_dump(mode="json", by_alias=True, exclude_none=True) for o in observed],
-        "policyState": policy_state.to_document(decision.state),
+        "policyState": merge.diff(previous_status.get("policyState"), policy_state.to_document(decision.state)),
         "throughput": [
             {
                 "region": r,

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sunblend.api.spec import CapacityType
 from sunblend.core import commands, snapshot
-from sunblend.loop import measure, reconcile
+from sunblend.loop import measure, merge, reconcile
 from sunblend.observe import prometheus
 from tests.unit import pools
 
@@ -23,7 +23,7 @@ def _body(generation=1, status=None, **spec_fields):
 
 
 def _again(body, outcome):
-    return {**body, "status": {**(body.get("status") or {}), **outcome.status}}
+    return {**body, "status": merge.apply(body.get("status") or {}, outcome.status)}
 
 
 class Cluster:

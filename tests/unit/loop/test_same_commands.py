@@ -16,7 +16,7 @@ from sunblend.actuate import manifests
 from sunblend.api import load
 from sunblend.api.spec import CapacityType
 from sunblend.core import commands, problem, snapshot
-from sunblend.loop import measure, reconcile
+from sunblend.loop import measure, merge, reconcile
 from sunblend.sim import engine, policies, traces
 from tests.unit import pools
 
@@ -138,7 +138,8 @@ def test_the_operator_path_and_the_simulator_decide_the_same_commands():
         cluster.view = _snapshot(observation, slices, offers)
         prometheus.demand = demand
         outcome = reconcile.reconcile(body, observation.now, services)
-        body = json.loads(json.dumps({**body, "status": {**body.get("status", {}), **outcome.status}}))
+        # The status as the API server keeps it after the merge patch, through JSON.
+        body = json.loads(json.dumps({**body, "status": merge.apply(body.get("status") or {}, outcome.status)}))
         assert [commands.key(c) for c in outcome.commands] == [
             commands.key(c) for c in commands.ordered(list(sim_commands))
         ], observation.now
