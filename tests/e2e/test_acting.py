@@ -215,13 +215,19 @@ def test_slices_follow_the_plan_through_the_day_and_spot_loss_falls_back_to_on_d
             wait_for(
                 lambda: _replicas(cluster, namespace).get(slice_od) == 8, 20, what="the on-demand slice grown to 8"
             )
-            reasons = {e["reason"] for e in _events(cluster, namespace)}
-            assert {"SpotInterrupted", "FellBackToOnDemand"} <= reasons
+            wait_for(
+                lambda: {"SpotInterrupted", "FellBackToOnDemand"} <= {e["reason"] for e in _events(cluster, namespace)},
+                20,
+                what="SpotInterrupted and FellBackToOnDemand events (posted after the step's writes)",
+            )
             described = cluster.kubectl("describe", "inferencepools.sunblend.dev", POOL, "-n", namespace).stdout
             assert "SpotInterrupted" in described
             (tmp_path / "describe-after-spot-interruption.txt").write_text(described)
-            scraped = own.metrics()
-            assert 'sunblend_events_total{reason="SpotInterrupted"} 1.0' in scraped
+            scraped = wait_for(
+                lambda: _if(own.metrics(), lambda m: 'sunblend_events_total{reason="SpotInterrupted"} 1.0' in m),
+                20,
+                what="the SpotInterrupted event counted in the operator's metrics",
+            )
             assert 'sunblend_decided_commands_total{kind="ScaleSlice"}' in scraped
             memory = _pool_status(cluster, namespace)["policyState"]["spotMemory"]
             assert memory["ap-south-1/h100/spot"]["nodes"] == 0
@@ -468,7 +474,11 @@ def test_the_kwok_provider_makes_the_planned_nodes_boots_them_and_replaces_lost_
                 30,
                 what="a second on-demand node in Mumbai replacing the lost spot",
             )
-            assert "SpotInterrupted" in {e["reason"] for e in _events(cluster, namespace)}
+            wait_for(
+                lambda: "SpotInterrupted" in {e["reason"] for e in _events(cluster, namespace)},
+                20,
+                what="a SpotInterrupted event",
+            )
     finally:
         cluster.kubectl(
             "delete", "nodes", "-l", f"sunblend.dev/pool-namespace={namespace}", "--wait=false", check=False
