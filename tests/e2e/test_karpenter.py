@@ -411,6 +411,13 @@ def test_weights_prefer_reserved_then_spot_then_on_demand(karpenter_run: Karpent
     assert run.nodes_of(karpenter.nodepool_name(POOL_NAME, EU_RESERVED)) == []
 
 
+def _template(app: str) -> dict[str, Any]:
+    """A pod template for a slice: one 8-GPU replica per node."""
+    gpus = {constants.GPU_RESOURCE: "8"}
+    container = {"name": "server", "image": "vllm/vllm-openai", "resources": {"requests": gpus, "limits": gpus}}
+    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [container]}}
+
+
 def test_the_operator_writes_its_nodepools_and_karpenter_launches_the_planned_nodes(
     karpenter_run: Karpenter, operator: Any, tmp_path: Path
 ) -> None:
@@ -422,18 +429,7 @@ def test_the_operator_writes_its_nodepools_and_karpenter_launches_the_planned_no
     document = pool_document()
     document["metadata"]["name"] = "acting"
     document["spec"]["gpuClasses"][0]["nodeSelector"]["sunblend.dev/e2e-pool"] = "acting"
-    document["spec"]["modelServer"]["template"] = {
-        "metadata": {"labels": {"app": "acting"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "server",
-                    "image": "vllm/vllm-openai",
-                    "resources": {"requests": {constants.GPU_RESOURCE: "8"}, "limits": {constants.GPU_RESOURCE: "8"}},
-                }
-            ]
-        },
-    }
+    document["spec"]["modelServer"]["template"] = _template("acting")
     document["spec"]["actuation"] = {"mode": "Enforce", "nodeProvider": "karpenter"}
     operator.stop()
     own = Operator(cluster, tmp_path / "operator.log")
@@ -488,18 +484,7 @@ def test_a_spot_interruption_under_karpenter_falls_back_to_on_demand(
     mumbai["demand"] = {"baselineTokensPerSecond": 200, "peakTokensPerSecond": 200}
     document["spec"]["regions"] = [mumbai]
     document["spec"]["policy"] = {"headroom": 0}
-    document["spec"]["modelServer"]["template"] = {
-        "metadata": {"labels": {"app": "fallback"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "server",
-                    "image": "vllm/vllm-openai",
-                    "resources": {"requests": {constants.GPU_RESOURCE: "8"}, "limits": {constants.GPU_RESOURCE: "8"}},
-                }
-            ]
-        },
-    }
+    document["spec"]["modelServer"]["template"] = _template("fallback")
     document["spec"]["actuation"] = {"mode": "Enforce", "nodeProvider": "karpenter"}
     spot_pool = karpenter.nodepool_name("fallback", AP_SPOT)
     on_demand_pool = karpenter.nodepool_name("fallback", ("ap-south-1", "h100", CapacityType.ON_DEMAND))

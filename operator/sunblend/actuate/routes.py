@@ -13,23 +13,15 @@ the last ones and fields other managers own are kept. Every API error is raised 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from sunblend.actuate import workloads
 from sunblend.actuate.manifests import label_value, owner_reference
-from sunblend.actuate.workloads import (
-    APPLY,
-    FIELD_MANAGER,
-    TIMEOUT_SECONDS,
-    TRANSPORT_ERRORS,
-    ActuationFailed,
-)
 from sunblend.api import constants, spec
 
 GROUP: Final = "gateway.networking.k8s.io"
@@ -47,7 +39,6 @@ DNS_LABEL_MAX: Final = 63
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _HASH_CHARS = 8
-MESSAGE_MAX = 2000
 
 
 class RouteError(ValueError):
@@ -183,33 +174,10 @@ class RouteWriter:
     def apply(self, namespace: str, route: Mapping[str, Any]) -> None:
         """Create the HTTPRoute, or bring the fields sunblend owns (its rules and weights) to ``route``."""
         name = str(route["metadata"]["name"])
-        try:
-            self._custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                dict(route),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _request_timeout=TIMEOUT_SECONDS,
-            )
-        except TRANSPORT_ERRORS as error:
-            raise ActuationFailed(f"applying HTTPRoute {namespace}/{name}: {_explain(error)}") from error
-
-
-def _explain(error: BaseException) -> str:
-    """Status, reason and the server's message (a CRD validation failure names the field)."""
-    if isinstance(error, ApiException):
-        message = ""
-        try:
-            message = str(json.loads(error.body or "{}").get("message") or "")
-        except (ValueError, AttributeError):
-            message = str(error.body or "")
-        return f"{error.status} {error.reason}" + (f": {message[:MESSAGE_MAX]}" if message else "")
-    return f"{type(error).__name__}: {error}"
+        patch = self._custom.patch_namespaced_custom_object
+        workloads.server_side_apply(
+            patch, f"HTTPRoute {namespace}/{name}", GROUP, VERSION, namespace, PLURAL, name, body=route
+        )
 
 
 class RoutePublisher:

@@ -10,6 +10,7 @@ resourceVersion and the replicas the decision was made from. Deleting a slice is
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,10 +41,34 @@ class UnknownWorkloadKind(ActuationFailed):
     """Only Deployments and StatefulSets are scaled."""
 
 
-def _explain(error: BaseException) -> str:
+MESSAGE_MAX = 2000
+
+
+def explain(error: BaseException) -> str:
+    """Status, reason and the server's message (a validation failure names the field), or the transport error."""
     if isinstance(error, ApiException):
-        return f"{error.status} {error.reason}"
+        try:
+            message = str(json.loads(error.body or "{}").get("message") or "")
+        except (ValueError, AttributeError):
+            message = str(error.body or "")
+        return f"{error.status} {error.reason}" + (f": {message[:MESSAGE_MAX]}" if message else "")
     return f"{type(error).__name__}: {error}"
+
+
+def server_side_apply(patch: Callable[..., Any], what: str, *target: str, body: Mapping[str, Any]) -> None:
+    """Apply ``body`` with ``patch`` (a client's patch call, given its path arguments ``target``) as
+    sunblend's field manager; failures become ``ActuationFailed`` naming ``what``."""
+    try:
+        patch(
+            *target,
+            dict(body),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+            _request_timeout=TIMEOUT_SECONDS,
+        )
+    except TRANSPORT_ERRORS as error:
+        raise ActuationFailed(f"applying {what}: {explain(error)}") from error
 
 
 def _name(document: Mapping[str, Any]) -> str:
@@ -86,34 +111,14 @@ class WorkloadWriter:
     def apply_slice(self, namespace: str, deployment: Mapping[str, Any]) -> None:
         """Create the slice Deployment, or bring its labels, replicas and template to ``deployment``."""
         name = _name(deployment)
-        try:
-            self._apps.patch_namespaced_deployment(
-                name,
-                namespace,
-                dict(deployment),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _request_timeout=TIMEOUT_SECONDS,
-            )
-        except TRANSPORT_ERRORS as error:
-            raise ActuationFailed(f"applying Deployment {namespace}/{name}: {_explain(error)}") from error
+        patch = self._apps.patch_namespaced_deployment
+        server_side_apply(patch, f"Deployment {namespace}/{name}", name, namespace, body=deployment)
 
     def apply_budget(self, namespace: str, pdb: Mapping[str, Any]) -> None:
         """Create the slice's PodDisruptionBudget, or bring it to ``pdb``."""
         name = _name(pdb)
-        try:
-            self._policy.patch_namespaced_pod_disruption_budget(
-                name,
-                namespace,
-                dict(pdb),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _request_timeout=TIMEOUT_SECONDS,
-            )
-        except TRANSPORT_ERRORS as error:
-            raise ActuationFailed(f"applying PodDisruptionBudget {namespace}/{name}: {_explain(error)}") from error
+        patch = self._policy.patch_namespaced_pod_disruption_budget
+        server_side_apply(patch, f"PodDisruptionBudget {namespace}/{name}", name, namespace, body=pdb)
 
     def _scale_calls(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """(read, patch) of the scale subresource of ``kind``."""
@@ -160,6 +165,6 @@ class WorkloadWriter:
         except ApiException as error:
             if error.status in (409, 422):
                 raise ScaleConflict(f"scaling {where}: its replicas changed while being written") from error
-            raise ActuationFailed(f"scaling {where} to {replicas}: {_explain(error)}") from error
+            raise ActuationFailed(f"scaling {where} to {replicas}: {explain(error)}") from error
         except TRANSPORT_ERRORS as error:
-            raise ActuationFailed(f"scaling {where} to {replicas}: {_explain(error)}") from error
+            raise ActuationFailed(f"scaling {where} to {replicas}: {explain(error)}") from error

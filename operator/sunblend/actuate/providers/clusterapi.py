@@ -283,12 +283,6 @@ def _items(listed: object) -> list[Mapping[str, Any]]:
     return [item for item in items or [] if isinstance(item, Mapping)]
 
 
-def _explain(error: BaseException) -> str:
-    if isinstance(error, ApiException):
-        return f"{error.status} {error.reason}"
-    return f"{type(error).__name__}: {error}"
-
-
 # ---- the provider -------------------------------------------------------------------------------
 
 
@@ -364,9 +358,9 @@ class ClusterApiProvider:
                     f"the API server serves no {MACHINE_DEPLOYMENTS}.{GROUP}/{VERSION}: "
                     "are Cluster API's CRDs (v1.9 or later) installed?"
                 ) from error
-            raise base.ProviderFailed(f"listing MachineDeployments {selector}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"listing MachineDeployments {selector}: {workloads.explain(error)}") from error
         except workloads.TRANSPORT_ERRORS as error:
-            raise base.ProviderFailed(f"listing MachineDeployments {selector}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"listing MachineDeployments {selector}: {workloads.explain(error)}") from error
         return _items(listed)
 
     def _machines(self, deployment: Mapping[str, Any]) -> list[MachineView]:
@@ -383,7 +377,7 @@ class ClusterApiProvider:
             )
         except workloads.TRANSPORT_ERRORS as error:
             raise base.ProviderFailed(
-                f"listing Machines of MachineDeployment {where(deployment)}: {_explain(error)}"
+                f"listing Machines of MachineDeployment {where(deployment)}: {workloads.explain(error)}"
             ) from error
         return [machine_view(m) for m in _items(listed)]
 
@@ -403,7 +397,7 @@ class ClusterApiProvider:
         except workloads.TRANSPORT_ERRORS as error:
             action = "marking" if marked else "unmarking"
             raise base.ProviderFailed(
-                f"{action} Machine {namespace}/{machine} for deletion: {_explain(error)}"
+                f"{action} Machine {namespace}/{machine} for deletion: {workloads.explain(error)}"
             ) from error
 
     def _scale(self, deployment: Mapping[str, Any], replicas: int) -> None:
@@ -424,11 +418,11 @@ class ClusterApiProvider:
             if error.status == 409:
                 raise _Conflict() from error
             raise base.ProviderFailed(
-                f"scaling MachineDeployment {where(deployment)} to {replicas}: {_explain(error)}"
+                f"scaling MachineDeployment {where(deployment)} to {replicas}: {workloads.explain(error)}"
             ) from error
         except workloads.TRANSPORT_ERRORS as error:
             raise base.ProviderFailed(
-                f"scaling MachineDeployment {where(deployment)} to {replicas}: {_explain(error)}"
+                f"scaling MachineDeployment {where(deployment)} to {replicas}: {workloads.explain(error)}"
             ) from error
 
     def _set_bounds(self, deployment: Mapping[str, Any], target: int) -> str:
@@ -453,8 +447,8 @@ class ClusterApiProvider:
         except ApiException as error:
             if error.status == 409:
                 raise _Conflict() from error
-            raise base.ProviderFailed(f"setting the autoscaler sizes of {md}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"setting the autoscaler sizes of {md}: {workloads.explain(error)}") from error
         except workloads.TRANSPORT_ERRORS as error:
-            raise base.ProviderFailed(f"setting the autoscaler sizes of {md}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"setting the autoscaler sizes of {md}: {workloads.explain(error)}") from error
         new_high = max(high, target)
         return f"{md} is autoscaled; min-size {low} -> {target}, max-size {high} -> {new_high}, replicas left to it"

@@ -213,12 +213,6 @@ def owned(document: Mapping[str, Any]) -> bool:
     return bool(labels.get(constants.MANAGED_BY_LABEL) == constants.MANAGED_BY)
 
 
-def _explain(error: BaseException) -> str:
-    if isinstance(error, ApiException):
-        return f"{error.status} {error.reason}"
-    return f"{type(error).__name__}: {error}"
-
-
 class KarpenterProvider:
     """Writes one sunblend NodePool per offer; Karpenter launches the nodes for pending pods."""
 
@@ -278,9 +272,9 @@ class KarpenterProvider:
         except ApiException as error:
             if error.status == 404:
                 return None
-            raise base.ProviderFailed(f"reading NodePool {name}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"reading NodePool {name}: {workloads.explain(error)}") from error
         except workloads.TRANSPORT_ERRORS as error:
-            raise base.ProviderFailed(f"reading NodePool {name}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"reading NodePool {name}: {workloads.explain(error)}") from error
         if not isinstance(found, dict):
             raise base.ProviderFailed(f"reading NodePool {name}: the API server sent {type(found).__name__}")
         return found
@@ -300,4 +294,4 @@ class KarpenterProvider:
                 _request_timeout=workloads.TIMEOUT_SECONDS,
             )
         except workloads.TRANSPORT_ERRORS as error:
-            raise base.ProviderFailed(f"applying NodePool {name}: {_explain(error)}") from error
+            raise base.ProviderFailed(f"applying NodePool {name}: {workloads.explain(error)}") from error
