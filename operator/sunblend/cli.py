@@ -38,6 +38,18 @@ def _parse_time(text: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def _check_horizon(start: dt.datetime, hours: int, flag: str, text: str) -> None:
+    """Refuse a start whose planning horizon, with a day to spare for time zones, leaves the calendar."""
+    try:
+        start - dt.timedelta(days=1)
+        start + dt.timedelta(hours=hours, days=1)
+    except OverflowError:
+        raise UsageError(
+            f"{flag}: {text!r} is out of range: the {hours} h planning horizon, a day either side,"
+            " must fit within years 1 to 9999"
+        ) from None
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -49,6 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Plan one pool and print the plan."""
     pool = load.load_text(_read(args.pool))
     now = _parse_time(args.at)
+    _check_horizon(now, pool.spec.planning.horizon_hours, "--at", args.at or now.isoformat())
     blend_problem = problem.from_spec(pool.spec, now)
     result = blend.plan(blend_problem)
     name = f"{pool.metadata.namespace}/{pool.metadata.name}"
@@ -82,15 +95,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sunblend.sim import run as sim_run
 
     pool = load.load_text(_read(args.pool))
+    flag = "--demand"
     try:
-        replayed = traces.Traces(
-            demand=traces.read_demand(Path(args.demand), args.tokens_per_request),
-            spot=traces.read_spot(Path(args.spot)) if args.spot else {},
-            prices=traces.read_prices(Path(args.prices)) if args.prices else {},
-        )
+        demand = traces.read_demand(Path(args.demand), args.tokens_per_request)
+        flag = "--spot"
+        spot = traces.read_spot(Path(args.spot)) if args.spot else {}
+        flag = "--prices"
+        prices = traces.read_prices(Path(args.prices)) if args.prices else {}
+        replayed = traces.Traces(demand=demand, spot=spot, prices=prices)
         traces.check_against(replayed, [r.name for r in pool.spec.regions], [g.name for g in pool.spec.gpu_classes])
     except traces.TraceError as error:
         raise UsageError(str(error)) from None
+    except OverflowError:  # a timestamp whose UTC time leaves the calendar
+        raise UsageError(f"{flag}: a timestamp is out of range: times must fall within years 1 to 9999") from None
+    for moment in (replayed.start, replayed.end):
+        _check_horizon(moment, pool.spec.planning.horizon_hours, "--demand", moment.isoformat())
     settings = engine.Settings(
         step=_duration(args.step, "--step"),
         on_demand_delay=_duration(args.on_demand_delay, "--on-demand-delay"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ BAD_POOLS = {
     ),
     "wrong type": (
         _bad(modelServer={"gpusPerReplica": "two", "tokensPerSecondPerReplica": 100}),
-        "spec.modelServer.gpusPerReplica: Input should be a valid integer",
+        "spec.modelServer.gpusPerReplica: must be an integer, not a string ('two')",
     ),
     "negative price": (
         _bad(gpuClasses=[pools.gpu_class(onDemand=-1.0)]),
@@ -89,6 +90,43 @@ BAD_POOLS = {
         "spec.policy.routing.latencies[0].to: every latency entry must name declared regions; 'r9' is not one",
     ),
     "not YAML": ("regions: [unclosed", "(yaml): not valid YAML"),
+    "infinite peak": (
+        _bad(regions=[pools.region("r1", peak=math.inf)]),
+        "spec.regions[0].demand.peakTokensPerSecond: must be a finite number, not infinity",
+    ),
+    "infinite budget": (
+        _bad(policy={"budgetDollarsPerHour": math.inf}),
+        "spec.policy.budgetDollarsPerHour: must be a finite number, not infinity",
+    ),
+    "infinite price": (
+        _bad(gpuClasses=[pools.gpu_class(spot=math.inf)]),
+        "spec.gpuClasses[0].prices.spot: must be a finite number, not infinity",
+    ),
+    "absurd peak": (
+        _bad(regions=[pools.region("r1", peak=1e25)]),
+        "spec.regions[0].demand.peakTokensPerSecond: Input should be less than or equal to 1000000000",
+    ),
+    "absurd throughput": (
+        _bad(modelServer={"tokensPerSecondPerReplica": 1e308}),
+        "spec.modelServer.tokensPerSecondPerReplica: Input should be less than or equal to 1000000000",
+    ),
+    "absurd price": (
+        _bad(gpuClasses=[pools.gpu_class(onDemand=1e300)]),
+        "spec.gpuClasses[0].prices.onDemand: Input should be less than or equal to 1000",
+    ),
+    "number in a string": (
+        _bad(modelServer={"tokensPerSecondPerReplica": "2000"}),
+        "spec.modelServer.tokensPerSecondPerReplica: must be a number, not a string ('2000')",
+    ),
+    "boolean as a number": (
+        _bad(modelServer={"tokensPerSecondPerReplica": True}),
+        "spec.modelServer.tokensPerSecondPerReplica: must be a number, not a boolean (true)",
+    ),
+    "deep nesting": ("[" * 100_000, "(yaml): document nests deeper than 64 levels"),
+    "commitment without its price": (
+        _bad(commitments=[{"gpuClass": "gpu", "region": "r1", "gpus": 8}]),
+        "spec.commitments[0]: a held commitment needs its price: gpuClass 'gpu' has no committed price in region 'r1'",
+    ),
 }
 
 
@@ -105,6 +143,59 @@ def test_bad_pools_get_a_clear_error_naming_the_field_and_exit_code_2(case, tmp_
     assert run.returncode == 2, run.stderr
     assert message in run.stderr
     assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def _sunblend(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sunblend.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": ""},
+        timeout=300,
+    )
+
+
+def test_a_time_whose_horizon_leaves_the_calendar_exits_2_naming_at():
+    run = _sunblend("plan", "examples/minimal.yaml", "--at", "9999-12-31T23:00Z")
+    assert run.returncode == 2, run.stderr
+    assert "error: --at: '9999-12-31T23:00Z' is out of range" in run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+def test_a_time_before_the_calendar_and_near_its_end_exit_2(capsys):
+    assert cli.main(["plan", str(EXAMPLES[0]), "--at", "0001-01-01T00:00+05:00"]) == 2
+    assert "--at: '0001-01-01T00:00+05:00' is out of range" in capsys.readouterr().err
+    assert cli.main(["plan", str(EXAMPLES[0]), "--at", "9999-12-29T00:00Z", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "Optimal"
+
+
+def test_a_region_entry_with_only_on_demand_keeps_the_class_spot_and_committed_prices(tmp_path, capsys):
+    gpu_class = {
+        **pools.gpu_class(onDemand=3.0, spot=1.0, committed=2.0),
+        "regionPrices": [{"region": "r1", "onDemand": 4.0}],
+    }
+    document = pools.document(gpuClasses=[gpu_class], commitments=[{"gpuClass": "gpu", "region": "r1", "gpus": 1}])
+    assert cli.main(["plan", _write(tmp_path, document), "--at", AT, "-o", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "Optimal"
+    # 100 tok/s: one GPU, the committed one, at its amortised $2 (not free, not gone); no spot or on-demand
+    assert result["costDollarsPerHour"] == 2.0
+
+
+def test_simulate_refuses_the_same_bad_pools_and_out_of_range_traces(tmp_path, capsys):
+    demand = tmp_path / "demand.csv"
+    demand.write_text("timestamp,region,tokens_per_second\n2024-05-12T00:00:00Z,r1,10\n")
+    pool = _write(tmp_path, pools.document(regions=[pools.region("r1", peak=math.inf)]))
+    assert cli.main(["simulate", pool, "--demand", str(demand)]) == 2
+    assert "spec.regions[0].demand.peakTokensPerSecond: must be a finite number" in capsys.readouterr().err
+    pool = _write(tmp_path, pools.document())
+    demand.write_text("timestamp,region,tokens_per_second\n9999-12-31T00:00:00Z,r1,10\n")
+    assert cli.main(["simulate", pool, "--demand", str(demand)]) == 2
+    assert "--demand: '9999-12-31T00:00:00+00:00' is out of range" in capsys.readouterr().err
+    demand.write_text("timestamp,region,tokens_per_second\n0001-01-01T00:00:00+05:00,r1,10\n")
+    assert cli.main(["simulate", pool, "--demand", str(demand)]) == 2
+    assert "--demand: a timestamp is out of range" in capsys.readouterr().err
 
 
 def test_a_missing_file_and_a_bad_time_exit_2(tmp_path, capsys):

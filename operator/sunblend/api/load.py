@@ -6,6 +6,8 @@ pool is judged the same way everywhere. Errors are ``InvalidPool`` values, never
 
 from __future__ import annotations
 
+import math
+import re
 import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +17,13 @@ import pydantic
 import yaml
 
 from sunblend.api import constants, rules, spec
+
+MAX_DOCUMENT_CHARS = 1024 * 1024
+"""A pool is a Kubernetes object, and those are at most about 1.5 MB; 1 MiB of YAML is plenty."""
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings; a pod template needs about 15 levels."""
+MAX_NODES = 100_000
+"""Most YAML nodes a document may hold once its aliases are expanded (a billion laughs has 10^9)."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +52,48 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return text
 
 
+def _kind(value: Any) -> str:
+    """What a wrongly typed value is, in words a YAML author recognises."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        return f"a string ({value!r})" + ("; write numbers without quotes" if _numeric(value) else "")
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _message(item: Any) -> str:
+    """pydantic's message for one error, reworded where it is unclear."""
+    kind, value = item["type"], item.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "float_type":
+        return f"must be a number, not {_kind(value)}"
+    if kind == "int_type":
+        return f"must be an integer, not {_kind(value)}"
+    if kind == "finite_number":
+        not_finite = "NaN" if isinstance(value, float) and math.isnan(value) else "infinity"
+        return f"must be a finite number, not {not_finite}"
+    return str(item["msg"])
+
+
 def _schema_errors(error: pydantic.ValidationError, prefix: tuple[str, ...]) -> list[FieldError]:
-    found = []
-    for item in error.errors():
-        loc = prefix + tuple(item["loc"])
-        message = item["msg"]
-        if item["type"] == "missing":
-            message = "required field is missing"
-        elif item["type"] == "extra_forbidden":
-            message = "unknown field"
-        found.append(FieldError(_path(loc), message))
-    return found
+    return [FieldError(_path(prefix + tuple(item["loc"])), _message(item)) for item in error.errors()]
 
 
 def _duplicates(names: list[str], path: str) -> Iterator[FieldError]:
@@ -116,6 +156,16 @@ def rule_errors(pool_spec: spec.InferencePoolSpec) -> list[FieldError]:
                     f"{rules.COMMITMENT_CLASS_DECLARED.message}; {commitment.gpu_class!r} is not one",
                 )
             )
+        elif commitment.region in region_names:
+            prices = pool_spec.prices(pool_spec.gpu_class(commitment.gpu_class), commitment.region)
+            if prices.committed is None:
+                errors.append(
+                    FieldError(
+                        f"spec.commitments[{i}]",
+                        f"{rules.COMMITMENT_NEEDS_PRICE}: gpuClass {commitment.gpu_class!r}"
+                        f" has no committed price in region {commitment.region!r}",
+                    )
+                )
     for i, latency in enumerate(pool_spec.policy.routing.latencies):
         for end, name in (("from", latency.from_region), ("to", latency.to_region)):
             if name not in region_names:
@@ -177,10 +227,100 @@ def parse_pool(document: Any) -> spec.InferencePool:
     return spec.InferencePool(api_version=constants.API_VERSION, kind=constants.KIND, metadata=meta, spec=pool_spec)
 
 
-def load_text(text: str) -> spec.InferencePool:
-    """Parse YAML text holding one InferencePool."""
+class _TooLarge(yaml.YAMLError):
+    """The document nests too deeply or expands to too many nodes."""
+
+
+class _PoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded in nesting depth, reading YAML 1.2 numbers such as 1e3.
+
+    Kubernetes reads ``1e3`` as a number; PyYAML's YAML 1.1 rules read it as a string, which
+    the spec's strict numbers would then refuse.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooLarge(f"nests deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_PoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _check_expanded(root: yaml.Node) -> None:
+    """Refuse a node graph that expands, through aliases, past ``MAX_NODES`` or ``MAX_DEPTH``, or loops.
+
+    Walks the graph without recursion, counting each shared node once per use.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_NODES:
+                raise _TooLarge(f"expands to more than {MAX_NODES} nodes through its aliases")
+            if depth[key] > MAX_DEPTH:
+                raise _TooLarge(f"nests deeper than {MAX_DEPTH} levels through its aliases")
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise _TooLarge("refers to itself through an alias")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document as Python values; hostile input raises ``InvalidPool``, never a traceback."""
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise InvalidPool([FieldError("(yaml)", f"document is longer than {MAX_DOCUMENT_CHARS} characters")])
+    loader = _PoolLoader(text)
     try:
-        document = yaml.safe_load(text)
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_expanded(root)
+        return loader.construct_document(root)
+    except _TooLarge as error:
+        raise InvalidPool([FieldError("(yaml)", f"document {error}")]) from None
     except yaml.YAMLError as error:
         raise InvalidPool([FieldError("(yaml)", f"not valid YAML: {error}")]) from None
-    return parse_pool(document)
+    except (ValueError, TypeError, OverflowError) as error:  # a constructor's, e.g. a date 2024-13-45
+        raise InvalidPool([FieldError("(yaml)", f"not valid YAML: {error}")]) from None
+    except RecursionError:  # not expected below MAX_DEPTH; a last guard
+        raise InvalidPool([FieldError("(yaml)", "document nests too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_text(text: str) -> spec.InferencePool:
+    """Parse YAML text holding one InferencePool."""
+    return parse_pool(parse_yaml(text))

@@ -76,6 +76,14 @@ CLASS_REGIONS_DECLARED = Rule(
     "GPU class regions and regionPrices must name declared regions",
     ".gpuClasses",
 )
+COMMITMENT_NEEDS_PRICE = "a held commitment needs its price"
+# A region's regionPrices entry gives the committed price there, or leaves it to the class's prices.
+COMMITMENT_PRICED = Rule(
+    "self.commitments.all(c, self.gpuClasses.all(g, g.name != c.gpuClass || has(g.prices.committed)"
+    " || g.regionPrices.exists(p, p.region == c.region && has(p.committed))))",
+    f"{COMMITMENT_NEEDS_PRICE}: a committed price in its region",
+    ".commitments",
+)
 REPLICA_FITS_NODE = Rule(
     "self.gpuClasses.all(g, g.gpusPerNode >= self.modelServer.gpusPerReplica)",
     "every GPU class must have gpusPerNode of at least modelServer.gpusPerReplica",
@@ -89,6 +97,7 @@ SPEC = (
     WORKLOAD_REGIONS_DECLARED,
     COMMITMENT_REGION_DECLARED,
     COMMITMENT_CLASS_DECLARED,
+    COMMITMENT_PRICED,
     LATENCY_REGIONS_DECLARED,
     CLASS_REGIONS_DECLARED,
     REPLICA_FITS_NODE,

@@ -3,6 +3,9 @@
 Field constraints (ranges, lengths) become OpenAPI keywords in the CRD; rules across fields are
 declared once in ``api.rules`` and checked both by the API server (as CEL) and here.
 The CRD generator (``api.crd``) and the pool loader (``api.load``) read these models.
+
+Every number is strict, finite and bounded: a string that looks like a number, a boolean, an
+infinity or an absurd magnitude is refused here and by the API server, never planned with.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from pydantic.alias_generators import to_camel
 
 from sunblend.api import rules
@@ -18,6 +21,9 @@ from sunblend.api import rules
 _LIST_MAP: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LABEL_VALUE_MAX = 63
+MAX_TOKENS_PER_SECOND = 1e9
+MIN_TOKENS_PER_SECOND_PER_REPLICA = 0.001  # so the most replicas any demand needs stays far below 2**53
+MAX_DOLLARS_PER_GPU_HOUR = 1000.0
 
 
 class CapacityType(enum.StrEnum):
@@ -43,7 +49,7 @@ class SolverName(enum.StrEnum):
 
 
 class _Model(BaseModel):
-    """Shared config: camelCase on the wire, immutable, unknown fields rejected."""
+    """Shared config: camelCase on the wire, immutable, unknown fields and non-finite numbers rejected."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -51,6 +57,7 @@ class _Model(BaseModel):
         frozen=True,
         extra="forbid",
         use_enum_values=False,
+        allow_inf_nan=False,
     )
 
 
@@ -77,10 +84,14 @@ class ModelServer(_Model):
 
     model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MODEL_SERVER))
 
-    gpus_per_replica: int = Field(1, ge=1, le=64, description="GPUs one replica needs.")
-    tokens_per_second_per_replica: float = Field(gt=0, description="Tokens/s one replica serves at the target latency.")
-    target_latency_ms: int | None = Field(
-        None, ge=1, description="The latency target the throughput figure was measured at."
+    gpus_per_replica: StrictInt = Field(1, ge=1, le=64, description="GPUs one replica needs.")
+    tokens_per_second_per_replica: StrictFloat = Field(
+        ge=MIN_TOKENS_PER_SECOND_PER_REPLICA,
+        le=MAX_TOKENS_PER_SECOND,
+        description="Tokens/s one replica serves at the target latency.",
+    )
+    target_latency_ms: StrictInt | None = Field(
+        None, ge=1, le=600000, description="The latency target the throughput figure was measured at."
     )
     workload_ref: WorkloadRef | None = Field(
         None, description="An existing workload to scale. Mutually exclusive with template."
@@ -101,8 +112,8 @@ class BusyHours(_Model):
 
     model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.BUSY_HOURS))
 
-    start: int = Field(9, ge=0, le=23, description="First busy hour, local time (0-23).")
-    end: int = Field(18, ge=0, le=24, description="Hour the busy period ends, local time (0-24).")
+    start: StrictInt = Field(9, ge=0, le=23, description="First busy hour, local time (0-23).")
+    end: StrictInt = Field(18, ge=0, le=24, description="Hour the busy period ends, local time (0-24).")
 
 
 class DemandProfile(_Model):
@@ -110,8 +121,12 @@ class DemandProfile(_Model):
 
     model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.DEMAND))
 
-    baseline_tokens_per_second: float = Field(ge=0, description="Demand outside busy hours, tokens/s.")
-    peak_tokens_per_second: float = Field(ge=0, description="Demand during busy hours, tokens/s.")
+    baseline_tokens_per_second: StrictFloat = Field(
+        ge=0, le=MAX_TOKENS_PER_SECOND, description="Demand outside busy hours, tokens/s."
+    )
+    peak_tokens_per_second: StrictFloat = Field(
+        ge=0, le=MAX_TOKENS_PER_SECOND, description="Demand during busy hours, tokens/s."
+    )
     busy_hours: BusyHours = Field(default_factory=BusyHours, description="Busy hours, local time.")
     prometheus_query: str | None = Field(
         None, max_length=4096, description="Optional PromQL giving live demand in tokens/s."
@@ -126,18 +141,35 @@ class Region(_Model):
     demand: DemandProfile = Field(description="Demand of users in this region.")
 
 
+def _price(description: str, required: bool = False) -> Any:
+    if required:
+        return Field(ge=0, le=MAX_DOLLARS_PER_GPU_HOUR, description=description)
+    return Field(None, ge=0, le=MAX_DOLLARS_PER_GPU_HOUR, description=description)
+
+
 class Prices(_Model):
     """Prices in dollars per GPU-hour for each capacity type; absent means not offered."""
 
-    committed: float | None = Field(None, ge=0, description="Amortised committed price, $/GPU-hour.")
-    spot: float | None = Field(None, ge=0, description="Spot price, $/GPU-hour; absent: no spot.")
-    on_demand: float = Field(ge=0, description="On-demand price, $/GPU-hour.")
+    committed: StrictFloat | None = _price("Amortised committed price, $/GPU-hour.")
+    spot: StrictFloat | None = _price("Spot price, $/GPU-hour; absent: no spot.")
+    on_demand: StrictFloat = _price("On-demand price, $/GPU-hour.", required=True)
 
 
-class RegionPrices(Prices):
-    """Prices that override a GPU class's defaults in one region."""
+class RegionPrices(_Model):
+    """Prices that override a GPU class's defaults in one region, field by field."""
 
     region: str = _name("A declared region.")
+    committed: StrictFloat | None = _price("Amortised committed price here, $/GPU-hour; absent: the class's.")
+    spot: StrictFloat | None = _price("Spot price here, $/GPU-hour; absent: the class's.")
+    on_demand: StrictFloat | None = _price("On-demand price here, $/GPU-hour; absent: the class's.")
+
+    def over(self, defaults: Prices) -> Prices:
+        """``defaults`` with each price this entry gives put in its place."""
+        return Prices(
+            committed=defaults.committed if self.committed is None else self.committed,
+            spot=defaults.spot if self.spot is None else self.spot,
+            on_demand=defaults.on_demand if self.on_demand is None else self.on_demand,
+        )
 
 
 class GpuClass(_Model):
@@ -147,13 +179,18 @@ class GpuClass(_Model):
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels that select nodes of this class."
     )
-    gpus_per_node: int = Field(8, ge=1, le=64, description="GPUs on one node of this class.")
-    tokens_per_second_per_replica: float | None = Field(
-        None, gt=0, description="Throughput of one replica on this class; default: the model server's."
+    gpus_per_node: StrictInt = Field(8, ge=1, le=64, description="GPUs on one node of this class.")
+    tokens_per_second_per_replica: StrictFloat | None = Field(
+        None,
+        ge=MIN_TOKENS_PER_SECOND_PER_REPLICA,
+        le=MAX_TOKENS_PER_SECOND,
+        description="Throughput of one replica on this class; default: the model server's.",
     )
     prices: Prices = Field(description="Prices in every region unless overridden.")
     region_prices: list[RegionPrices] = Field(
-        default_factory=list, max_length=rules.MAX_REGIONS, description="Per-region price overrides."
+        default_factory=list,
+        max_length=rules.MAX_REGIONS,
+        description="Per-region price overrides; a price an entry leaves out is the class's.",
     )
     regions: list[str] = Field(
         default_factory=list,
@@ -167,7 +204,7 @@ class Commitment(_Model):
 
     gpu_class: str = _name("A declared GPU class.")
     region: str = _name("A declared region.")
-    gpus: int = Field(ge=1, le=100000, description="Committed GPUs.")
+    gpus: StrictInt = Field(ge=1, le=100000, description="Committed GPUs.")
 
 
 class Latency(_Model):
@@ -177,13 +214,13 @@ class Latency(_Model):
 
     from_region: str = Field(alias="from", min_length=1, max_length=LABEL_VALUE_MAX, description="A declared region.")
     to_region: str = Field(alias="to", min_length=1, max_length=LABEL_VALUE_MAX, description="A declared region.")
-    milliseconds: int = Field(ge=0, le=10000, description="Round-trip latency, ms.")
+    milliseconds: StrictInt = Field(ge=0, le=10000, description="Round-trip latency, ms.")
 
 
 class Routing(_Model):
     """Follow-the-sun routing: which regions may serve which users' demand."""
 
-    max_latency_ms: int = Field(
+    max_latency_ms: StrictInt = Field(
         0, ge=0, le=10000, description="Demand may be served from a region within this latency; 0: local only."
     )
     latencies: list[Latency] = Field(
@@ -194,32 +231,32 @@ class Routing(_Model):
 class Policy(_Model):
     """Service and risk policy the planner must keep."""
 
-    headroom: float = Field(0.2, ge=0, le=10, description="Spare capacity above demand, as a fraction.")
-    max_spot_fraction: float = Field(0.5, ge=0, le=1, description="Largest share of a region's GPUs on spot.")
-    spot_loss_served_fraction: float = Field(
+    headroom: StrictFloat = Field(0.2, ge=0, le=10, description="Spare capacity above demand, as a fraction.")
+    max_spot_fraction: StrictFloat = Field(0.5, ge=0, le=1, description="Largest share of a region's GPUs on spot.")
+    spot_loss_served_fraction: StrictFloat = Field(
         0.5, ge=0, le=1, description="Share of demand non-spot capacity must serve if all spot is lost."
     )
-    min_replicas_per_region: int = Field(1, ge=0, le=10000, description="Replicas every region keeps.")
+    min_replicas_per_region: StrictInt = Field(1, ge=0, le=10000, description="Replicas every region keeps.")
     routing: Routing = Field(default_factory=Routing, description="Serving one region from another.")
-    budget_dollars_per_hour: float | None = Field(
-        None, ge=0, description="Cap on the hourly cost, committed (amortised) included."
+    budget_dollars_per_hour: StrictFloat | None = Field(
+        None, ge=0, le=1e7, description="Cap on the hourly cost, committed (amortised) included."
     )
-    max_node_changes_per_hour: int | None = Field(
-        None, ge=0, description="Cap on nodes added plus removed from one hour to the next."
+    max_node_changes_per_hour: StrictInt | None = Field(
+        None, ge=0, le=100000, description="Cap on nodes added plus removed from one hour to the next."
     )
-    change_penalty_dollars_per_node: float = Field(
-        0, ge=0, description="Cost charged for each node added or removed, to damp churn."
+    change_penalty_dollars_per_node: StrictFloat = Field(
+        0, ge=0, le=1e5, description="Cost charged for each node added or removed, to damp churn."
     )
 
 
 class Planning(_Model):
     """How the planner runs."""
 
-    horizon_hours: int = Field(24, ge=1, le=168, description="Hours planned ahead.")
+    horizon_hours: StrictInt = Field(24, ge=1, le=168, description="Hours planned ahead.")
     mode: PlanningMode = Field(PlanningMode.OPERATE, description="Operate, or SizeCommitments.")
     solver: SolverName = Field(SolverName.HIGHS, description="MILP solver.")
-    time_limit_seconds: float = Field(10, gt=0, le=300, description="Solver time limit.")
-    relative_gap: float = Field(0.01, ge=0, le=1, description="Relative MIP gap at which to stop.")
+    time_limit_seconds: StrictFloat = Field(10, gt=0, le=300, description="Solver time limit.")
+    relative_gap: StrictFloat = Field(0.01, ge=0, le=1, description="Relative MIP gap at which to stop.")
 
 
 class ActuationMode(enum.StrEnum):
@@ -241,11 +278,11 @@ class NodeProviderName(enum.StrEnum):
 class Disruption(_Model):
     """How much the operator may disrupt at once: replicas per slice, and nodes drained."""
 
-    max_unavailable: int = Field(
+    max_unavailable: StrictInt = Field(
         1, ge=0, le=10000, description="maxUnavailable of each slice's PodDisruptionBudget (replicas)."
     )
-    max_nodes_at_once: int = Field(1, ge=0, le=1000, description="Nodes being drained at the same time, at most.")
-    max_nodes_per_hour: int = Field(10, ge=0, le=10000, description="Nodes drained in any hour, at most.")
+    max_nodes_at_once: StrictInt = Field(1, ge=0, le=1000, description="Nodes being drained at the same time, at most.")
+    max_nodes_per_hour: StrictInt = Field(10, ge=0, le=10000, description="Nodes drained in any hour, at most.")
 
 
 class Actuation(_Model):
@@ -258,7 +295,7 @@ class Actuation(_Model):
         None,
         description="Who provisions nodes: none (the cluster's autoscaler), kwok, karpenter or clusterapi.",
     )
-    scale_down_stabilization_seconds: int = Field(
+    scale_down_stabilization_seconds: StrictInt = Field(
         300, ge=0, le=86400, description="Live demand must stay lower this long before replicas are removed."
     )
     disruption: Disruption = Field(default_factory=Disruption, description="Disruption budget of the pool.")
@@ -295,9 +332,9 @@ class InferencePoolSpec(_Model):
         return next(g for g in self.gpu_classes if g.name == name)
 
     def prices(self, gpu_class: GpuClass, region: str) -> Prices:
-        """Prices of ``gpu_class`` in ``region``, overrides applied."""
+        """Prices of ``gpu_class`` in ``region``: the region's entry over the class's, field by field."""
         override = next((p for p in gpu_class.region_prices if p.region == region), None)
-        return override if override is not None else gpu_class.prices
+        return override.over(gpu_class.prices) if override is not None else gpu_class.prices
 
     def offers(self, gpu_class: GpuClass, region: str) -> bool:
         """Whether ``gpu_class`` can run in ``region``."""

@@ -47,6 +47,20 @@ def test_names_status_printer_columns_and_rules():
         assert rule.message in text
 
 
+def test_every_number_in_the_spec_has_a_maximum():
+    spec = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    numbers = [(path, node) for path, node in _walk(spec, "spec") if node.get("type") in ("number", "integer")]
+    assert len(numbers) > 20
+    assert [path for path, node in numbers if "maximum" not in node] == []
+
+
+def test_region_prices_may_give_any_subset_of_prices():
+    spec = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    entry = spec["properties"]["gpuClasses"]["items"]["properties"]["regionPrices"]["items"]
+    assert entry["required"] == ["region"]
+    assert {"committed", "spot", "onDemand"} <= set(entry["properties"])
+
+
 def test_a_minimal_pool_is_filled_in_by_defaults():
     spec = crd.build()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     policy = spec["properties"]["policy"]

@@ -45,7 +45,7 @@ def pool_documents(draw):
     commitments = [
         {"gpuClass": c["name"], "region": draw(st.sampled_from(names)), "gpus": draw(st.integers(1, 32))}
         for c in classes
-        if draw(st.booleans())
+        if draw(st.booleans()) and c["prices"]["committed"] is not None
     ]
     latencies = [
         {"from": a, "to": b, "milliseconds": draw(st.integers(10, 300))}
