@@ -15,6 +15,18 @@ from sunblend.core.problem import BlendProblem
 ZERO = 1e-6
 
 
+def partial_node_dollars(
+    problem: BlendProblem, nodes: Mapping[tuple[int, int], int], committed: Mapping[int, int], hour: int
+) -> float:
+    """On-demand cost, in ``hour``, of the uncovered GPUs of partially committed nodes that run."""
+    total = 0.0
+    for i, o in enumerate(problem.offers):
+        partial = o.capacity_type is CapacityType.COMMITTED and i not in committed
+        if partial and o.partial_node_dollars_per_hour > 0 and nodes.get((i, hour), 0) >= o.committed_nodes:
+            total += o.partial_node_dollars_per_hour
+    return total
+
+
 def plan_of(
     problem: BlendProblem,
     status: SolveStatus,
@@ -44,8 +56,8 @@ def plan_of(
                 n * o.dollars_per_node_hour,
             )
         )
-    held_dollars = sum(
-        committed.get(i, o.committed_nodes) * o.dollars_per_node_hour
+    held_dollars = problem.unplaced_commitment_dollars_per_hour + sum(
+        committed[i] * o.dollars_per_node_hour if i in committed else o.sunk_dollars_per_hour
         for i, o in enumerate(offers)
         if o.capacity_type is CapacityType.COMMITTED
     )
@@ -53,8 +65,14 @@ def plan_of(
     for t, start in enumerate(problem.hours):
         spot = sum(a.dollars_per_hour for a in allocations if a.hour == t and a.capacity_type is CapacityType.SPOT)
         od = sum(a.dollars_per_hour for a in allocations if a.hour == t and a.capacity_type is CapacityType.ON_DEMAND)
+        od += partial_node_dollars(problem, nodes, committed, t)
         demand = sum(problem.demand[r][t] for r in problem.regions)
-        hour_costs.append(HourCost(t, start, demand, held_dollars, spot, od, problem.all_on_demand_dollars(t)))
+        load: dict[str, float] = {}
+        for (_, server, hour), y in routed.items():
+            if hour == t:
+                load[server] = load.get(server, 0.0) + y
+        baseline = problem.all_on_demand_dollars(t, load if load else None)
+        hour_costs.append(HourCost(t, start, demand, held_dollars, spot, od, baseline))
     flows = tuple(
         Flow(t, u, s, y)
         for (u, s, t), y in sorted(routed.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
@@ -64,7 +82,7 @@ def plan_of(
         CommitmentAdvice(
             offers[i].gpu_class,
             offers[i].region,
-            offers[i].committed_nodes * offers[i].gpus_per_node,
+            offers[i].held_gpus,
             n * offers[i].gpus_per_node,
         )
         for i, n in sorted(committed.items())

@@ -2,7 +2,8 @@
 
 Each region serves its own demand (or, with no GPUs of its own, the first region allowed to
 serve it): committed nodes first, then spot within the spot policy, then on-demand, each time
-the cheapest class per replica. It ignores the budget and the change cap, and says so.
+the cheapest class per replica. It does not aim for the budget or the change cap; when it breaks
+either, its status is Degraded and its message names the constraint and the hours.
 Returns the same ``Plan`` type as ``core.blend``.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 from sunblend.api.spec import CapacityType
-from sunblend.core import assemble
+from sunblend.core import assemble, changes
 from sunblend.core.plan import Plan, SolveStatus
 from sunblend.core.problem import BlendProblem, Offer
 
@@ -106,12 +108,30 @@ def plan(problem: BlendProblem) -> Plan:
             for offer, count in _region_nodes(problem, region, load).items():
                 nodes[(index[offer], t)] = count
     result = assemble.plan_of(problem, SolveStatus.FEASIBLE, SOLVER, nodes, routed)
-    over = [
-        h.hour
-        for h in result.hour_costs
-        if problem.budget_dollars_per_hour is not None and h.dollars > problem.budget_dollars_per_hour + 1e-6
-    ]
-    message = "greedy fallback plan; it ignores maxNodeChangesPerHour"
-    if over:
-        message += f"; over budget in {len(over)} hour(s)"
-    return dataclasses.replace(result, message=message)
+    broken = broken_constraints(problem, result, nodes)
+    if broken:
+        return dataclasses.replace(
+            result, status=SolveStatus.DEGRADED, message="greedy fallback plan; it breaks " + "; ".join(broken)
+        )
+    return dataclasses.replace(result, message="greedy fallback plan; it keeps every constraint")
+
+
+def broken_constraints(problem: BlendProblem, result: Plan, nodes: Mapping[tuple[int, int], int]) -> list[str]:
+    """The pool's hard constraints that a fallback plan breaks, in words (the greedy plan minds only some)."""
+    broken = []
+    budget = problem.budget_dollars_per_hour
+    if budget is not None:
+        over = [h for h in result.hour_costs if h.dollars > budget + 1e-6]
+        if over:
+            worst = max(h.dollars for h in over)
+            broken.append(
+                f"policy.budgetDollarsPerHour (${budget:,.2f}/h) in {len(over)} of {problem.horizon} hour(s), "
+                f"up to ${worst:,.2f}/h"
+            )
+    cap = problem.max_node_changes_per_hour
+    if cap is not None:
+        over_cap = [t for t in range(problem.horizon) if changes.node_changes(problem, nodes, t) > cap]
+        if over_cap:
+            most = max(changes.node_changes(problem, nodes, t) for t in over_cap)
+            broken.append(f"policy.maxNodeChangesPerHour ({cap}) in {len(over_cap)} hour(s), up to {most} node changes")
+    return broken

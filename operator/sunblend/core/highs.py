@@ -9,7 +9,9 @@ the planner reads results the usual way. Called by ``core.blend``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import highspy
 import numpy as np
@@ -18,6 +20,13 @@ import pulp
 from sunblend.core.plan import SolveStatus
 
 _FOUND = 2  # HiGHS solution status: a feasible solution is held
+# Verdicts under which a held solution is a plan: HiGHS stopped early, not because the model is bad.
+_STOPPED = (
+    highspy.HighsModelStatus.kTimeLimit,
+    highspy.HighsModelStatus.kInterrupt,
+    highspy.HighsModelStatus.kSolutionLimit,
+    highspy.HighsModelStatus.kIterationLimit,
+)
 
 
 def _matrix(lp: pulp.LpProblem, rows: list[pulp.LpConstraint], index: dict[str, int]) -> highspy.HighsLp:
@@ -49,16 +58,53 @@ def _matrix(lp: pulp.LpProblem, rows: list[pulp.LpConstraint], index: dict[str, 
     return model
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one HiGHS run found: our status, the MIP gap, the objective and the proven bound."""
+
+    status: SolveStatus
+    gap: float | None = None
+    objective: float | None = None
+    bound: float | None = None
+
+
+# Options per model shape, chosen by measurement (bench/planner.py). One hour alone: a feasible
+# plan is easy to find, and the feasibility-jump heuristic only costs time. A coupled horizon: it
+# finds the first plan far sooner (a 2 x 2 x 24 pool with a node-change cap: 1.9 s -> 0.6 s).
+ONE_HOUR = {"mip_heuristic_run_feasibility_jump": False}
+HORIZON: dict[str, bool | float | str] = {}
+
+# A run that ignores its time limit (HiGHS checks it only between some steps) is cancelled, and
+# if it still runs this much later it is left to finish in the background and not waited for.
+GRACE_SECONDS = 0.5
+
+
+def _run_bounded(highs: highspy.Highs, time_limit: float) -> bool:
+    """Run HiGHS in a worker thread; cancel it at the time limit. Whether it finished in time."""
+    highs.HandleUserInterrupt = True
+    worker = threading.Thread(target=highs.run, daemon=True)
+    worker.start()
+    worker.join(time_limit + GRACE_SECONDS)
+    if worker.is_alive():
+        highs.cancelSolve()  # type: ignore[no-untyped-call]
+        worker.join(GRACE_SECONDS)
+    return not worker.is_alive()
+
+
 def solve(
     lp: pulp.LpProblem,
     row_names: Iterable[str],
     time_limit: float,
     relative_gap: float,
     relaxed: bool = False,
-) -> tuple[SolveStatus, float | None]:
-    """Solve ``lp`` (rows ``row_names``); return our status and the MIP gap.
+    start: Mapping[str, float] | None = None,
+    options: Mapping[str, bool | float | str] = ONE_HOUR,
+) -> Outcome:
+    """Solve ``lp`` (rows ``row_names``) within ``time_limit`` seconds of wall-clock time.
 
-    A run stopped by its time limit with an incumbent is Feasible, never Optimal.
+    ``start`` gives values for some variables (by name): a plan to start from, which HiGHS
+    completes and improves. A run stopped by its time limit with a plan is Feasible, never
+    Optimal; one that runs past the limit is abandoned and reports an error.
     """
     columns = lp.variables()
     index = {v.name: i for i, v in enumerate(columns)}
@@ -70,23 +116,30 @@ def solve(
     highs = highspy.Highs()  # type: ignore[no-untyped-call]
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("threads", 1)
-    highs.setOptionValue("time_limit", float(time_limit))
+    highs.setOptionValue("time_limit", max(float(time_limit), 0.01))
     highs.setOptionValue("mip_rel_gap", float(relative_gap))
-    # A feasible plan is easy to find (the greedy one is); the feasibility-jump heuristic only
-    # costs time here: 0.41 s -> 0.26 s on the benchmark's 24 per-hour 8x6 models, one run.
-    highs.setOptionValue("mip_heuristic_run_feasibility_jump", False)
+    for name, value in options.items():
+        highs.setOptionValue(name, value)
     highs.passModel(model)
-    highs.run()
+    if start and any(integer):
+        known = [(index[name], value) for name, value in start.items() if name in index]
+        highs.setSolution(
+            len(known),
+            np.array([i for i, _ in known], dtype=np.int32),
+            np.array([v for _, v in known], dtype=float),
+        )
+    if not _run_bounded(highs, max(float(time_limit), 0.01)):
+        return Outcome(SolveStatus.ERROR)
     verdict = highs.getModelStatus()
     info = highs.getInfo()
     if verdict in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
-        return SolveStatus.INFEASIBLE, None
+        return Outcome(SolveStatus.INFEASIBLE)
     if verdict == highspy.HighsModelStatus.kOptimal:
         status = SolveStatus.OPTIMAL
-    elif info.primal_solution_status == _FOUND:
+    elif info.primal_solution_status == _FOUND and verdict in _STOPPED:
         status = SolveStatus.FEASIBLE
     else:
-        return SolveStatus.ERROR, None
+        return Outcome(SolveStatus.ERROR)  # e.g. a model HiGHS refuses: never a plan read from it
     solution = highs.getSolution()
     for variable, value in zip(columns, solution.col_value, strict=True):
         variable.varValue = value
@@ -96,5 +149,10 @@ def solve(
     ):
         row.pi = dual
         row.slack = min(value - low, high - value)
-    gap = float(info.mip_gap) if any(integer) and np.isfinite(info.mip_gap) else None
-    return status, gap
+    objective = float(info.objective_function_value)
+    if any(integer):
+        gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else None
+        bound = float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else None
+    else:
+        gap, bound = None, objective
+    return Outcome(status, gap, objective, bound)

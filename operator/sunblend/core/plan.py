@@ -19,7 +19,8 @@ class SolveStatus(enum.StrEnum):
     """Our own solve status, independent of the solver's vocabulary."""
 
     OPTIMAL = "Optimal"
-    FEASIBLE = "Feasible"  # a solution, stopped by the time limit (or produced by the fallback)
+    FEASIBLE = "Feasible"  # a solution that keeps every constraint, stopped by the time limit
+    DEGRADED = "Degraded"  # a fallback plan that serves the demand but breaks a constraint it names
     INFEASIBLE = "Infeasible"
     ERROR = "Error"
 
@@ -100,14 +101,20 @@ class Plan:
     marginals: tuple[Marginal, ...] = ()
     commitment_advice: tuple[CommitmentAdvice, ...] = ()
     savings_from_sizing_dollars: float | None = None
-    mip_gap: float | None = None
+    mip_gap: float | None = None  # proven: (cost - lower bound) / cost over the horizon, when a bound is known
+    lower_bound_dollars: float | None = None  # proven lower bound on the horizon's objective
     build_seconds: float = 0.0
     solve_seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
     @property
     def has_solution(self) -> bool:
-        """Whether the plan carries capacity (Optimal or Feasible)."""
+        """Whether the plan carries capacity (Optimal, Feasible or Degraded)."""
+        return self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE, SolveStatus.DEGRADED)
+
+    @property
+    def keeps_every_constraint(self) -> bool:
+        """Whether the plan keeps every hard constraint of the pool (Optimal or Feasible)."""
         return self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
 
     def allocations_at(self, hour: int) -> tuple[Allocation, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sunblend.api import spec
 from sunblend.api.spec import CapacityType
@@ -36,8 +36,10 @@ class Offer:
     replicas_per_node: int
     dollars_per_gpu_hour: float
     tokens_per_second_per_replica: float
-    committed_nodes: int = 0  # nodes already bought (committed offers only)
+    committed_nodes: int = 0  # nodes the commitment can run (committed offers only), a partial one included
     max_nodes: int | None = None  # nodes obtainable at most (e.g. spot seen scarce); None: no limit
+    committed_gpus: int | None = None  # GPUs held; None: committed_nodes whole nodes
+    uncovered_dollars_per_gpu_hour: float = 0.0  # what a partial node's GPUs beyond the commitment cost (on-demand)
 
     @property
     def key(self) -> OfferKey:
@@ -53,6 +55,27 @@ class Offer:
     def tokens_per_second_per_node(self) -> float:
         """Throughput of one full node."""
         return self.replicas_per_node * self.tokens_per_second_per_replica
+
+    @property
+    def held_gpus(self) -> int:
+        """Committed GPUs paid for every hour, used or not (committed offers only)."""
+        return self.committed_nodes * self.gpus_per_node if self.committed_gpus is None else self.committed_gpus
+
+    @property
+    def sunk_dollars_per_hour(self) -> float:
+        """What the commitment costs each hour, whether or not its nodes run."""
+        return self.held_gpus * self.dollars_per_gpu_hour
+
+    @property
+    def partial_node_dollars_per_hour(self) -> float:
+        """Extra cost of running the last committed node when the commitment does not fill it.
+
+        A commitment of 12 GPUs on 8-GPU nodes runs two nodes: one fully committed, and one whose
+        4 uncovered GPUs are billed at the on-demand price while it runs (as per-GPU commitments,
+        such as committed use discounts, are applied). Zero when the commitment fills its nodes.
+        """
+        uncovered = self.committed_nodes * self.gpus_per_node - self.held_gpus
+        return max(uncovered, 0) * self.uncovered_dollars_per_gpu_hour
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,8 @@ class BlendProblem:
     current_nodes: Mapping[OfferKey, int] = field(default_factory=dict)
     size_commitments: bool = False
     solver: SolverSettings = field(default_factory=SolverSettings)
+    unplaced_commitment_dollars_per_hour: float = 0.0  # commitments no offer can use: paid, never run
+    notes: tuple[str, ...] = ()  # what the planner should tell the user about its input
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -101,7 +126,28 @@ class BlendProblem:
     @property
     def committed_sunk_dollars_per_hour(self) -> float:
         """Amortised cost of the commitments already bought, paid whether used or not."""
-        return sum(o.committed_nodes * o.dollars_per_node_hour for o in self.offers)
+        held = sum(o.sunk_dollars_per_hour for o in self.offers if o.capacity_type is CapacityType.COMMITTED)
+        return held + self.unplaced_commitment_dollars_per_hour
+
+    @property
+    def constant_dollars_per_hour(self) -> float:
+        """What every plan pays each hour whatever it decides: the sunk commitments (when not sizing them)."""
+        if self.size_commitments:
+            return self.unplaced_commitment_dollars_per_hour
+        return self.committed_sunk_dollars_per_hour
+
+    def window(self, start: int, stop: int, before: Mapping[OfferKey, int] | None) -> BlendProblem:
+        """The hours ``[start, stop)`` as a problem of their own, ``before`` running just before them.
+
+        ``before`` None keeps the problem's own current nodes (for a window that starts at hour 0).
+        """
+        current = dict(self.current_nodes) if before is None else {o.key: before.get(o.key, 0) for o in self.offers}
+        return replace(
+            self,
+            hours=self.hours[start:stop],
+            demand={r: d[start:stop] for r, d in self.demand.items()},
+            current_nodes=current,
+        )
 
     def serving_regions(self, user_region: str) -> tuple[str, ...]:
         """Regions allowed to serve ``user_region``'s demand."""
@@ -113,23 +159,52 @@ class BlendProblem:
         for_minimum = math.ceil(self.min_replicas_per_region / offer.replicas_per_node)
         return max(for_demand, for_minimum)
 
-    def all_on_demand_dollars(self, hour: int) -> float:
-        """Cost of serving the hour all on-demand: each region locally, on its cheapest single class."""
+    def all_on_demand_dollars(self, hour: int, load: Mapping[str, float] | None = None) -> float:
+        """Cost of serving the hour all on-demand, on each serving region's cheapest single class.
+
+        ``load`` is the demand each region serves (tokens/s), routed as the plan routes it; by
+        default each region serves its own users, or, with no GPUs of its own, the first region
+        allowed to serve them. A region with no on-demand offer is priced at the cheapest
+        on-demand offer among the regions its users may use.
+        """
+        if load is None:
+            load = self.local_load(hour)
         total = 0.0
+        offered = {o.region for o in self.offers}
         for region in self.regions:
-            costs = [
-                self.nodes_needed(o, self.demand[region][hour]) * o.dollars_per_node_hour
-                for o in self.offers_in(region)
-                if o.capacity_type is CapacityType.ON_DEMAND
-            ]
-            if costs:
-                total += min(costs)
+            tokens_per_second = load.get(region, 0.0)
+            if tokens_per_second <= 0 and region not in offered:
+                continue
+            candidates = [region, *(r for r in self.regions if (region, r) in self.routes and r != region)]
+            for candidate in candidates:
+                costs = [
+                    self.nodes_needed(o, tokens_per_second) * o.dollars_per_node_hour
+                    for o in self.offers_in(candidate)
+                    if o.capacity_type is CapacityType.ON_DEMAND
+                ]
+                if costs:
+                    total += min(costs)
+                    break
         return total
+
+    def local_load(self, hour: int) -> dict[str, float]:
+        """Demand per serving region when each region serves its own users where it can."""
+        offered = {o.region for o in self.offers}
+        load: dict[str, float] = {}
+        for user in self.regions:
+            demand = self.demand[user][hour]
+            if demand <= 0:
+                continue
+            server = user if user in offered else next((r for r in self.serving_regions(user) if r in offered), user)
+            load[server] = load.get(server, 0.0) + demand
+        return load
 
 
 def _routes(pool_spec: spec.InferencePoolSpec) -> frozenset[tuple[str, str]]:
     routing = pool_spec.policy.routing
     routes = {(r.name, r.name) for r in pool_spec.regions}
+    if routing.max_latency_ms == 0:
+        return frozenset(routes)  # documented as local only, whatever the latency entries say
     for latency in routing.latencies:
         if latency.milliseconds <= routing.max_latency_ms:
             routes.add((latency.from_region, latency.to_region))
@@ -141,26 +216,44 @@ def _routes(pool_spec: spec.InferencePoolSpec) -> frozenset[tuple[str, str]]:
     return frozenset(routes)
 
 
-def _offers(pool_spec: spec.InferencePoolSpec, priced_commitments: bool) -> tuple[Offer, ...]:
+def _offers(pool_spec: spec.InferencePoolSpec, priced_commitments: bool) -> tuple[tuple[Offer, ...], float, list[str]]:
+    """The offers, what commitments that no offer can use cost per hour, and notes about them."""
     per_replica = pool_spec.model_server.gpus_per_replica
     bought: dict[tuple[str, str], int] = {}
     for c in pool_spec.commitments:
         bought[(c.region, c.gpu_class)] = bought.get((c.region, c.gpu_class), 0) + c.gpus
     offers = []
+    unplaced = 0.0
+    notes = []
     for region in pool_spec.regions:
         for gpu_class in pool_spec.gpu_classes:
-            if not pool_spec.offers(gpu_class, region.name):
-                continue
             prices = pool_spec.prices(gpu_class, region.name)
-            held_nodes = bought.get((region.name, gpu_class.name), 0) // gpu_class.gpus_per_node
+            held_gpus = bought.get((region.name, gpu_class.name), 0)
+            if not pool_spec.offers(gpu_class, region.name):
+                if held_gpus:
+                    unplaced += held_gpus * (prices.committed or 0.0)
+                    notes.append(
+                        f"{held_gpus} committed {gpu_class.name} GPUs in {region.name} are paid for, but "
+                        f"{gpu_class.name} is not offered there (spec.gpuClasses regions): no node can use them"
+                    )
+                continue
+            held_nodes = math.ceil(held_gpus / gpu_class.gpus_per_node)
+            if held_gpus % gpu_class.gpus_per_node:
+                notes.append(
+                    f"{held_gpus} committed {gpu_class.name} GPUs in {region.name} fill "
+                    f"{held_gpus // gpu_class.gpus_per_node} of {held_nodes} {gpu_class.gpus_per_node}-GPU nodes: "
+                    f"the last node's other GPUs are billed on-demand while it runs"
+                )
             for capacity_type, price_field in _PRICE_FIELD.items():
                 price: float | None = getattr(prices, price_field)
                 if capacity_type is CapacityType.COMMITTED:
-                    if held_nodes == 0 and not (priced_commitments and price is not None):
+                    if held_gpus and price is None:
+                        raise ValueError(f"committed {gpu_class.name} GPUs in {region.name} have no committed price")
+                    if held_gpus == 0 and not priced_commitments:
                         continue
-                    price = price or 0.0
                 if price is None:
                     continue
+                committed = capacity_type is CapacityType.COMMITTED
                 offers.append(
                     Offer(
                         region=region.name,
@@ -171,10 +264,12 @@ def _offers(pool_spec: spec.InferencePoolSpec, priced_commitments: bool) -> tupl
                         dollars_per_gpu_hour=price,
                         tokens_per_second_per_replica=gpu_class.tokens_per_second_per_replica
                         or pool_spec.model_server.tokens_per_second_per_replica,
-                        committed_nodes=held_nodes if capacity_type is CapacityType.COMMITTED else 0,
+                        committed_nodes=held_nodes if committed else 0,
+                        committed_gpus=held_gpus if committed else None,
+                        uncovered_dollars_per_gpu_hour=prices.on_demand if committed else 0.0,
                     )
                 )
-    return tuple(offers)
+    return tuple(offers), unplaced, notes
 
 
 def from_spec(
@@ -195,11 +290,12 @@ def from_spec(
     policy = pool_spec.policy
     hours = forecast.hour_starts(now, planning.horizon_hours)
     size = planning.mode is spec.PlanningMode.SIZE_COMMITMENTS
+    offers, unplaced, notes = _offers(pool_spec, size or priced_commitments)
     return BlendProblem(
         hours=hours,
         time_zones={r.name: r.time_zone for r in pool_spec.regions},
         demand=dict(demand) if demand is not None else forecast.declared_forecast(pool_spec, hours),
-        offers=_offers(pool_spec, size or priced_commitments),
+        offers=offers,
         routes=_routes(pool_spec),
         headroom=policy.headroom,
         max_spot_fraction=policy.max_spot_fraction,
@@ -211,4 +307,6 @@ def from_spec(
         current_nodes=dict(current_nodes or {}),
         size_commitments=size,
         solver=SolverSettings(planning.solver, planning.time_limit_seconds, planning.relative_gap),
+        unplaced_commitment_dollars_per_hour=unplaced,
+        notes=tuple(notes),
     )

@@ -13,6 +13,7 @@ from sunblend.core.plan import Plan, SolveStatus
 _STATUS_STYLE = {
     SolveStatus.OPTIMAL: "bold green",
     SolveStatus.FEASIBLE: "bold yellow",
+    SolveStatus.DEGRADED: "bold red",
     SolveStatus.INFEASIBLE: "bold red",
     SolveStatus.ERROR: "bold red",
 }

@@ -10,7 +10,7 @@ import pulp
 import pytest
 
 from sunblend.api.spec import CapacityType, SolverName
-from sunblend.core import blend, check, greedy, highs
+from sunblend.core import blend, model, check, greedy, highs
 from sunblend.core.plan import SolveStatus
 from tests.unit import pools
 
@@ -204,7 +204,7 @@ def test_greedy_fallback_returns_the_same_plan_type_and_keeps_the_policy():
     ],
 )
 def test_solver_verdicts_map_to_our_status_by_solution_status(status, sol_status, ours):
-    assert blend.status_from(status, sol_status) is ours
+    assert model.status_from(status, sol_status) is ours
 
 
 def test_a_time_limit_hit_is_not_reported_as_optimal():

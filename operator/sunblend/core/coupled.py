@@ -1,0 +1,414 @@
+"""Plans a horizon whose hours are coupled, within a deadline, never far from a plan anyone could write.
+
+A node-change cap, a change penalty or commitment sizing couple the hours. Solving the whole
+horizon as one MILP can stall for minutes on a week of a large pool, so this module:
+
+1. solves every hour on its own without the coupling (fast, and a proven lower bound);
+2. builds plans that keep every constraint from those hours: the hourly plans themselves (with a
+   penalty only), each hour re-planned from the one before (cap and penalty), a constant plan for
+   the horizon's peak (cap), and, when sizing, the commitments held now and the commitments that
+   the hourly plans would use often enough to pay for themselves (price ratio);
+3. improves the best of them: the whole horizon as one MILP seeded with it when the model is small,
+   otherwise windows of a few hours re-planned with their neighbours fixed, until the deadline.
+
+It returns the best plan found, its proven lower bound, and what holding only today's commitments
+would cost (so sizing never recommends a change that saves nothing). Called by ``core.blend``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sunblend.api.spec import CapacityType
+from sunblend.core.changes import node_changes, penalty_dollars
+from sunblend.core.deadline import Deadline
+from sunblend.core.model import CHANGES, BlockResult, NodeCounts, build, extract, solve
+from sunblend.core.plan import SolveStatus
+from sunblend.core.problem import BlendProblem, OfferKey
+
+# Integer variables up to which the whole horizon is solved as one MILP, seeded with the best plan.
+WHOLE_HORIZON_INTEGERS = 3000
+# Integer variables in one window of hours re-planned with its neighbours fixed.
+WINDOW_INTEGERS = 400
+
+Routed = Mapping[tuple[str, str, int], float]
+Hours = tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]]  # node counts and routes
+HourSolver = Callable[[BlendProblem, Deadline, Iterable[str]], dict[tuple[int, ...], BlockResult]]
+
+
+@dataclass(frozen=True)
+class Found:
+    """The best plan found for the horizon, or why there is none."""
+
+    status: SolveStatus
+    nodes: NodeCounts | None = None
+    routed: Routed = field(default_factory=dict)
+    committed: Mapping[int, int] = field(default_factory=dict)  # offer -> nodes to hold (sizing)
+    bound: float | None = None  # proven lower bound on the objective, dollars over the horizon
+    gap: float | None = None
+    message: str = ""
+    binding: tuple[str, ...] = ()
+    held_only_dollars: float | None = None  # sizing: the objective when holding only today's commitments
+
+    @classmethod
+    def of_blocks(
+        cls, problem: BlendProblem, results: Mapping[tuple[int, ...], BlockResult], bound: float | None
+    ) -> Found:
+        """Merge the blocks' results into one horizon."""
+        status = status_of(results.values())
+        if status is SolveStatus.INFEASIBLE:
+            message = next(r.message for r in results.values() if r.status is SolveStatus.INFEASIBLE)
+            return cls(status, message=message)
+        if status is SolveStatus.ERROR:
+            return cls(status)
+        nodes: dict[tuple[int, int], int] = {}
+        routed: dict[tuple[str, str, int], float] = {}
+        committed: dict[int, int] = {}
+        for result in results.values():
+            nodes.update(result.nodes)
+            routed.update(result.routed)
+            committed.update(result.committed)
+        gaps = [r.gap for r in results.values() if r.gap is not None]
+        first = results[min(results)]
+        return cls(
+            status,
+            nodes,
+            routed,
+            committed,
+            bound,
+            max(gaps) if gaps else None,
+            f"{len(results)} block(s)",
+            first.binding,
+        )
+
+
+def status_of(results: Iterable[BlockResult]) -> SolveStatus:
+    """The worst status among blocks."""
+    statuses = {r.status for r in results}
+    for worst in (SolveStatus.ERROR, SolveStatus.INFEASIBLE, SolveStatus.FEASIBLE):
+        if worst in statuses:
+            return worst
+    return SolveStatus.OPTIMAL
+
+
+def objective(problem: BlendProblem, nodes: NodeCounts, committed: Mapping[int, int]) -> float:
+    """The planner's objective in dollars over the horizon: costs (sunk included) plus the change penalty."""
+    total = problem.horizon * problem.constant_dollars_per_hour
+    for (i, _), n in nodes.items():
+        o = problem.offers[i]
+        if o.capacity_type is not CapacityType.COMMITTED:
+            total += n * o.dollars_per_node_hour
+        elif i not in committed and o.partial_node_dollars_per_hour > 0 and n >= o.committed_nodes:
+            total += o.partial_node_dollars_per_hour
+    for i, held in committed.items():
+        total += held * problem.offers[i].dollars_per_node_hour * problem.horizon
+    return total + penalty_dollars(problem, nodes)
+
+
+def _keeps_cap(problem: BlendProblem, nodes: NodeCounts) -> bool:
+    cap = problem.max_node_changes_per_hour
+    return cap is None or all(node_changes(problem, nodes, t) <= cap for t in range(problem.horizon))
+
+
+@dataclass
+class _Best:
+    """The best plan so far and its objective."""
+
+    problem: BlendProblem
+    nodes: dict[tuple[int, int], int] | None = None
+    routed: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    committed: dict[int, int] = field(default_factory=dict)
+    dollars: float = math.inf
+    how: str = ""
+
+    def offer(self, nodes: NodeCounts, routed: Routed, committed: Mapping[int, int], how: str) -> None:
+        """Keep this plan if it keeps the cap and beats the best so far."""
+        if not _keeps_cap(self.problem, nodes):
+            return
+        dollars = objective(self.problem, nodes, committed)
+        if dollars < self.dollars - 1e-9:
+            self.nodes, self.routed, self.committed = dict(nodes), dict(routed), dict(committed)
+            self.dollars, self.how = dollars, how
+
+
+def _holding(problem: BlendProblem, held: Mapping[int, int]) -> BlendProblem:
+    """The problem in Operate mode with ``held`` committed nodes, as if already bought."""
+    offers = tuple(
+        dataclasses.replace(o, committed_nodes=held[i], committed_gpus=held[i] * o.gpus_per_node) if i in held else o
+        for i, o in enumerate(problem.offers)
+    )
+    return dataclasses.replace(problem, offers=offers, size_commitments=False)
+
+
+def _merge(
+    results: Mapping[tuple[int, ...], BlockResult],
+) -> tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]]:
+    nodes: dict[tuple[int, int], int] = {}
+    routed: dict[tuple[str, str, int], float] = {}
+    for result in results.values():
+        nodes.update(result.nodes)
+        routed.update(result.routed)
+    return nodes, routed
+
+
+def _by_key(problem: BlendProblem, nodes: NodeCounts, hour: int) -> dict[OfferKey, int]:
+    return {o.key: nodes.get((i, hour), 0) for i, o in enumerate(problem.offers)}
+
+
+def _shifted(result: BlockResult, offset: int) -> Hours:
+    nodes = {(i, t + offset): n for (i, t), n in result.nodes.items()}
+    routed = {(u, s, t + offset): y for (u, s, t), y in result.routed.items()}
+    return nodes, routed
+
+
+def rolling(
+    problem: BlendProblem, deadline: Deadline
+) -> tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]] | None:
+    """Each hour planned with the coupling rows against the hour before it, fixed; None if an hour cannot be."""
+    nodes: dict[tuple[int, int], int] = {}
+    routed: dict[tuple[str, str, int], float] = {}
+    for t in range(problem.horizon):
+        if deadline.expired():
+            return None
+        before = None if t == 0 else _by_key(problem, nodes, t - 1)
+        hour = problem.window(t, t + 1, before)
+        model = build(hour, (0,))
+        status = solve(hour, model, deadline.share(2 * (problem.horizon - t)))
+        if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+            return None
+        more_nodes, more_routed = _shifted(extract(hour, model, status), t)
+        nodes.update(more_nodes)
+        routed.update(more_routed)
+    return nodes, routed
+
+
+def constant(
+    problem: BlendProblem, deadline: Deadline
+) -> tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]] | None:
+    """One plan for every hour, sized for each region's peak over the horizon; None if there is none."""
+    peak = {r: (max(d),) for r, d in problem.demand.items()}
+    envelope = dataclasses.replace(problem.window(0, 1, None), demand=peak)
+    model = build(envelope, (0,))
+    status = solve(envelope, model, deadline.share(2))
+    if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        return None
+    shape = extract(envelope, model, status).nodes
+    nodes = {(i, t): n for (i, _), n in shape.items() for t in range(problem.horizon)}
+    # Route each hour as the peak plan would, scaled to that hour's demand.
+    routed: dict[tuple[str, str, int], float] = {}
+    flows = extract(envelope, model, status).routed
+    for (user, server, _), y in flows.items():
+        for t in range(problem.horizon):
+            top = peak[user][0]
+            routed[(user, server, t)] = y * (problem.demand[user][t] / top if top > 0 else 0.0)
+    return nodes, routed
+
+
+def _price_ratio_holds(problem: BlendProblem, hourly: Mapping[tuple[int, ...], BlockResult]) -> dict[int, int]:
+    """Commitments the hourly plans use often enough to pay for: hold h if used in over p_c / p_od of hours."""
+    holds = {}
+    for i, o in enumerate(problem.offers):
+        if o.capacity_type is not CapacityType.COMMITTED:
+            continue
+        on_demand = next(
+            (
+                other.dollars_per_gpu_hour
+                for other in problem.offers
+                if other.capacity_type is CapacityType.ON_DEMAND
+                and (other.region, other.gpu_class) == (o.region, o.gpu_class)
+            ),
+            None,
+        )
+        used = sorted(r.committed.get(i, 0) for r in hourly.values())
+        if not used or on_demand is None or on_demand <= 0:
+            holds[i] = o.committed_nodes
+            continue
+        share = min(o.dollars_per_gpu_hour / on_demand, 1.0)  # of hours a held node must be used in
+        index = min(math.floor((1 - share) * len(used)), len(used) - 1)
+        holds[i] = max(used[index], o.committed_nodes)
+    return holds
+
+
+def _candidates(
+    problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver, hourly: Mapping[tuple[int, ...], BlockResult]
+) -> tuple[_Best, float | None]:
+    """Plans that keep every constraint, built from the hourly relaxation; and what holding today's costs."""
+    best = _Best(problem)
+    if not problem.size_commitments:
+        nodes, routed = _merge(hourly)
+        best.offer(nodes, routed, {}, "the hourly plans")
+        for nodes, routed in _operate_plans(problem, deadline, None):
+            best.offer(nodes, routed, {}, "each hour planned from the one before")
+        return best, None
+    today = {i: o.committed_nodes for i, o in enumerate(problem.offers) if o.capacity_type is CapacityType.COMMITTED}
+    held_only: float | None = None
+    choices = [
+        ("the commitments held now", today),
+        ("commitments the hourly plans use often enough to pay for", _price_ratio_holds(problem, hourly)),
+    ]
+    for how, held in choices:
+        if how != choices[0][0] and held == today:
+            continue
+        for nodes, routed in _operate_plans(_holding(problem, held), deadline, solve_hours):
+            best.offer(nodes, routed, held, how)
+            if held == today and _keeps_cap(problem, nodes):
+                dollars = objective(problem, nodes, held)
+                held_only = dollars if held_only is None else min(held_only, dollars)
+    return best, held_only
+
+
+def _operate_plans(problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver | None) -> list[Hours]:
+    """Plans with fixed commitments: hour by hour (when nothing else couples), rolling, or constant."""
+    plans = []
+    if (
+        solve_hours is not None
+        and problem.max_node_changes_per_hour is None
+        and problem.change_penalty_dollars_per_node == 0
+    ):
+        results = solve_hours(problem, deadline, ())
+        if status_of(results.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+            plans.append(_merge(results))
+        return plans
+    if solve_hours is not None:
+        results = solve_hours(problem, deadline, (CHANGES,))
+        if status_of(results.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+            plans.append(_merge(results))
+    found = rolling(problem, deadline)
+    if found is not None:
+        plans.append(found)
+    if problem.max_node_changes_per_hour is not None:
+        steady = constant(problem, deadline)
+        if steady is not None:
+            plans.append(steady)
+    return plans
+
+
+def _integers(problem: BlendProblem, hours: int) -> int:
+    return len(problem.offers) * hours
+
+
+def _whole(problem: BlendProblem, deadline: Deadline, best: _Best) -> tuple[SolveStatus, float | None]:
+    """Solve the whole horizon as one MILP seeded with the best plan; keep what it finds. Its status and bound."""
+    model = build(problem, tuple(range(problem.horizon)))
+    status = solve(problem, model, deadline.remaining(), start=best.nodes, held=best.committed or None)
+    if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        return status, None
+    result = extract(problem, model, status)
+    best.offer(result.nodes, result.routed, result.committed, "the whole horizon as one MILP")
+    if model.bound is None:
+        return status, None
+    return status, model.bound + problem.horizon * problem.constant_dollars_per_hour
+
+
+def _windows(problem: BlendProblem, deadline: Deadline, best: _Best) -> None:
+    """Re-plan windows of a few hours with their neighbours fixed, keeping each improvement, until the deadline."""
+    assert best.nodes is not None
+    operate = _holding(problem, best.committed) if best.committed else problem
+    width = max(2, min(problem.horizon, WINDOW_INTEGERS // max(len(problem.offers), 1)))
+    offset = 0
+    improved = True
+    while improved and not deadline.expired():
+        improved = False
+        starts = list(range(offset, problem.horizon, width))
+        if offset:
+            starts.insert(0, 0)
+        for k, start in enumerate(starts):
+            stop = min(starts[k + 1] if k + 1 < len(starts) else problem.horizon, problem.horizon)
+            if deadline.expired() or stop <= start:
+                break
+            before = None if start == 0 else _by_key(problem, best.nodes, start - 1)
+            last = min(stop + 1, problem.horizon)  # the hour after the window, fixed, so changes into it count
+            window = operate.window(start, last, before)
+            fixed = {(i, last - 1 - start): best.nodes.get((i, last - 1), 0) for i in range(len(problem.offers))}
+            if last == stop:
+                fixed = {}
+            hours = tuple(range(last - start))
+            seed = {(i, t - start): n for (i, t), n in best.nodes.items() if start <= t < last}
+            model = build(window, hours, fixed=fixed)
+            status = solve(window, model, deadline.share(len(starts) - k), start=seed)
+            if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+                continue
+            nodes, routed = _shifted(extract(window, model, status), start)
+            candidate = {**best.nodes, **nodes}
+            candidate_routes = {**best.routed, **routed}
+            before_dollars = best.dollars
+            best.offer(candidate, candidate_routes, best.committed, best.how + ", improved window by window")
+            improved = improved or best.dollars < before_dollars - 1e-6
+        offset = width // 2 if offset == 0 else 0
+
+
+def monolithic(problem: BlendProblem, deadline: Deadline) -> Found:
+    """The whole horizon as one MILP with nothing to start from: the benchmark's baseline."""
+    hours = tuple(range(problem.horizon))
+    model = build(problem, hours)
+    status = solve(problem, model, deadline.remaining())
+    result = extract(problem, model, status)
+    if status is SolveStatus.INFEASIBLE:
+        return Found(status, message="infeasible over the horizon")
+    if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        return Found(status)
+    bound = None if model.bound is None else model.bound + problem.horizon * problem.constant_dollars_per_hour
+    return Found(status, result.nodes, result.routed, result.committed, bound, model.gap, "1 block", result.binding)
+
+
+def plan_horizon(problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver) -> Found:
+    """The best plan for a coupled horizon found before the deadline, with its proven lower bound."""
+    hourly = solve_hours(problem, deadline, (CHANGES,))
+    status = status_of(hourly.values())
+    if status is SolveStatus.INFEASIBLE:
+        return Found.of_blocks(problem, hourly, None)  # the hours alone relax the whole: it is infeasible too
+    bound = lower_bound(problem, hourly.values())
+    first = hourly.get((0,))
+    binding = first.binding if first is not None else ()
+    if (
+        status is SolveStatus.OPTIMAL
+        and not problem.size_commitments
+        and problem.change_penalty_dollars_per_node == 0
+        and _keeps_cap(problem, _merge(hourly)[0])
+    ):
+        return Found.of_blocks(problem, hourly, bound)  # the relaxation's optimum keeps the cap: optimal
+    best, held_only = _candidates(problem, deadline, solve_hours, hourly)
+    whole_status, whole_bound = SolveStatus.ERROR, None
+    small = _integers(problem, problem.horizon) <= WHOLE_HORIZON_INTEGERS
+    if small and not deadline.expired():
+        whole_status, whole_bound = _whole(problem, deadline, best)
+    elif best.nodes is not None:
+        _windows(problem, deadline, best)
+    if best.nodes is None:
+        if whole_status is SolveStatus.INFEASIBLE:
+            return Found(whole_status, message=_cap_message(problem))
+        return Found(SolveStatus.ERROR)
+    bounds = [b for b in (bound, whole_bound) if b is not None]
+    proven = max(bounds) if bounds else None
+    how = best.how
+    if problem.size_commitments and held_only is not None and best.dollars >= held_only - 1e-6:
+        how = "holding the commitments held now is cheapest: no change to them saves money"
+    return Found(
+        SolveStatus.FEASIBLE,
+        best.nodes,
+        best.routed,
+        best.committed,
+        proven,
+        None,
+        f"coupled horizon: {how}",
+        binding,
+        held_only,
+    )
+
+
+def _cap_message(problem: BlendProblem) -> str:
+    return (
+        f"maxNodeChangesPerHour {problem.max_node_changes_per_hour} is too low to follow demand "
+        f"from the current nodes within {problem.horizon} hour(s)"
+    )
+
+
+def lower_bound(problem: BlendProblem, results: Iterable[BlockResult]) -> float | None:
+    """A proven lower bound on the horizon's objective from per-hour bounds (a relaxation of any coupling)."""
+    bounds = [r.bound for r in results]
+    if not bounds or any(b is None for b in bounds):
+        return None
+    return sum(b for b in bounds if b is not None) + problem.horizon * problem.constant_dollars_per_hour
