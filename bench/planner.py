@@ -1,199 +1,423 @@
-"""Planner benchmark: build and solve time as pools grow (regions x GPU classes x hours).
+"""Planner benchmark: sunblend's planner against the monolithic MILP, on pools that spend money.
 
-Not a test: it writes JSON and prints a table, and passes or fails on nothing. Each case runs
-``--repeats`` times; medians are reported. The baseline is the monolithic formulation (the
-whole horizon as one MILP), measured on the same instances in the same run.
+Not a test: it writes JSON and prints a table, and passes or fails on nothing. Every instance
+makes the planner decide (DESIGN.md, "Benchmarks must spend money"):
+- follow-the-sun demand per region (a smooth diurnal curve in each region's time zone, with
+  +/-15% noise per hour from a seeded RNG), so no two hours are alike;
+- spot and on-demand in every region (spot at 30-50% of on-demand, at most 60% of a region's
+  GPUs, and non-spot capacity must serve half the demand), both bought in every case;
+- commitments either none, or held below the floor of demand (the first two classes each hold
+  under 40% of a region's trough, so spot and on-demand are bought on top, every hour);
+- four kinds: uncoupled; a node-change cap (2 per region up to 4 regions, 20 at 8) with the
+  current nodes given; a change penalty ($10 a node); commitment sizing.
+
+Each case runs ``--repeat`` times for sunblend (``blend.plan``) and for the monolithic MILP
+(``blend.plan(problem, decompose=False)``) in the same run; medians are reported, with each
+plan's status, MIP gap and horizon cost (the plan's cost plus the change penalty it incurs).
+The LP relaxation of the monolithic model gives a lower bound on the horizon cost.
 
     python bench/planner.py --out bench/results/planner.json
+    python bench/planner.py --quick          # small sizes, one run each: checks the script
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
+import math
+import os
 import platform
 import random
 import statistics
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from sunblend.api.spec import CapacityType
 from sunblend.core import blend, problem
+from sunblend.core.plan import Plan
 
-NOW = dt.datetime(2026, 11, 23, 0, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 11, 23, 0, tzinfo=dt.UTC)  # a Monday, 00:00 UTC
+# (IANA zone, UTC offset in hours at NOW): the local hour drives each region's demand curve.
 ZONES = [
-    "Asia/Kolkata",
-    "Europe/London",
-    "America/New_York",
-    "Asia/Tokyo",
-    "Europe/Berlin",
-    "America/Los_Angeles",
-    "Australia/Sydney",
-    "America/Sao_Paulo",
+    ("Asia/Kolkata", 5.5),
+    ("Europe/London", 0.0),
+    ("America/New_York", -5.0),
+    ("Asia/Tokyo", 9.0),
+    ("Europe/Berlin", 1.0),
+    ("America/Los_Angeles", -8.0),
+    ("Australia/Sydney", 11.0),
+    ("America/Sao_Paulo", -3.0),
 ]
-# (name, GPUs per node, tokens/s per replica, on-demand $/GPU-h): realistic node sizes.
+# (name, GPUs per node, tokens/s per replica of 1 GPU, on-demand $/GPU-hour): realistic node sizes.
 CLASSES = [
-    ("h100", 8, 2400, 8.9),
-    ("a100", 8, 1100, 3.4),
-    ("l40s", 4, 700, 1.9),
-    ("h200", 8, 3000, 10.6),
-    ("a10g", 4, 300, 1.2),
-    ("l4", 8, 250, 0.8),
+    ("h100", 8, 2400.0, 8.9),
+    ("a100", 8, 1100.0, 3.4),
+    ("l40s", 4, 700.0, 1.9),
+    ("h200", 8, 3000.0, 10.6),
+    ("a10g", 4, 300.0, 1.2),
+    ("l4", 8, 250.0, 0.8),
 ]
-CASES = [(1, 1, 24), (2, 2, 24), (4, 3, 24), (8, 6, 24), (2, 2, 168), (4, 3, 168), (8, 6, 72), (8, 6, 168)]
+COMMITTED_CLASSES = 2  # the first two classes have a committed price (60% of on-demand)
+SIZES = [(2, 2, 24), (4, 3, 24), (8, 6, 168)]
+QUICK_SIZES = [(2, 2, 24), (4, 3, 24)]
+COMMITMENTS = ("none", "below-floor")
+KINDS = ("uncoupled", "cap", "penalty", "sizing")
+PENALTY_DOLLARS_PER_NODE = 10.0
+HEADROOM = 0.2
 
 
-def instance(regions: int, classes: int, hours: int, noisy: bool, seed: int = 7) -> problem.BlendProblem:
-    """A synthetic pool: diurnal demand in each region's time zone, AWS-like prices, 1 GPU/replica."""
-    rng = random.Random(seed)
-    starts = tuple(NOW + dt.timedelta(hours=h) for h in range(hours))
-    names = [f"region-{i}" for i in range(regions)]
-    demand = {}
-    for i, name in enumerate(names):
-        offset = [5.5, 0, -5, 9, 1, -8, 11, -3][i]
-        base, peak = 8000 + 1000 * i, 40000 + 3000 * i
-        series = []
-        for h in range(hours):
-            local = (h + offset) % 24
-            level = peak if 9 <= local < 21 else base
-            series.append(round(level * (rng.uniform(0.85, 1.15) if noisy else 1.0)))
-        demand[name] = tuple(series)
-    offers = []
-    for r, name in enumerate(names):
-        for c, (gpu, per_node, tps, on_demand) in enumerate(CLASSES[:classes]):
-            regional = on_demand * (1 + 0.05 * r)
-            prices = {CapacityType.ON_DEMAND: regional, CapacityType.SPOT: regional * 0.4}
-            if c == 0:
-                prices[CapacityType.COMMITTED] = regional * 0.6
-            for capacity_type, price in prices.items():
-                offers.append(
-                    problem.Offer(
-                        name,
-                        gpu,
-                        capacity_type,
-                        per_node,
-                        per_node,
-                        price,
-                        tps,
-                        committed_nodes=4 if capacity_type is CapacityType.COMMITTED else 0,
-                    )
-                )
-    routes = {(a, a) for a in names} | {
-        (a, b) for a in names for b in names if abs(names.index(a) - names.index(b)) == 1
-    }
-    return problem.BlendProblem(
-        hours=starts,
-        time_zones=dict(zip(names, ZONES, strict=False)),
-        demand=demand,
-        offers=tuple(offers),
-        routes=frozenset(routes),
-        headroom=0.2,
-        max_spot_fraction=0.6,
-        spot_loss_served_fraction=0.5,
-        min_replicas_per_region=2,
-        solver=problem.SolverSettings(time_limit_seconds=30.0, relative_gap=0.01),
+def _demand(rng: random.Random, region: int, hours: int) -> tuple[float, ...]:
+    """Busy from 07:00 to 23:00 local, peaking mid-afternoon; +/-15% noise per hour."""
+    offset = ZONES[region][1]
+    base, peak = 30000.0 + 4000.0 * region, 150000.0 + 15000.0 * region
+    series = []
+    for h in range(hours):
+        local = (h + offset) % 24
+        shape = max(0.0, math.sin(math.pi * (local - 7) / 16))
+        series.append(round((base + (peak - base) * shape) * rng.uniform(0.85, 1.15)))
+    return tuple(series)
+
+
+def _cap(regions: int) -> int:
+    """Node changes allowed per hour: 2 per region on small pools (4 at 2 regions), 20 at 8 regions.
+
+    The noise alone moves about one node per region per hour, so fewer than that per region
+    forces costly standing capacity rather than testing the planner.
+    """
+    return 2 * regions if regions <= 4 else 20
+
+
+def _offer(
+    region: str, gpu_class: tuple[str, int, float, float], capacity_type: CapacityType, price: float, committed: int = 0
+) -> problem.Offer:
+    name, per_node, tps, _ = gpu_class
+    return problem.Offer(
+        region=region,
+        gpu_class=name,
+        capacity_type=capacity_type,
+        gpus_per_node=per_node,
+        replicas_per_node=per_node,  # one GPU per replica
+        dollars_per_gpu_hour=price,
+        tokens_per_second_per_replica=tps,
+        committed_nodes=committed,
     )
 
 
-def build_seconds(case: problem.BlendProblem, together: bool) -> float:
-    started = time.perf_counter()
-    for hours in blend.blocks(case, together):
-        blend.build(case, hours)
-    return time.perf_counter() - started
+def instance(
+    regions: int, classes: int, hours: int, commitments: str, kind: str, seed: int = 7
+) -> problem.BlendProblem:
+    """One benchmark pool. The same (regions, classes, hours, seed) give the same demand and prices."""
+    rng = random.Random(f"{seed}-{regions}-{classes}-{hours}")
+    names = [f"region-{i}" for i in range(regions)]
+    demand = {name: _demand(rng, i, hours) for i, name in enumerate(names)}
+    sizing = kind == "sizing"
+    offers = []
+    held: dict[tuple[str, str], int] = {}
+    for r, name in enumerate(names):
+        trough = (1 + HEADROOM) * min(demand[name])
+        for c, gpu_class in enumerate(CLASSES[:classes]):
+            gpu, per_node, tps, on_demand = gpu_class
+            od = on_demand * (1 + 0.05 * r) * rng.uniform(0.97, 1.03)
+            spot = od * rng.uniform(0.3, 0.5)
+            offers += [
+                _offer(name, gpu_class, CapacityType.ON_DEMAND, od),
+                _offer(name, gpu_class, CapacityType.SPOT, spot),
+            ]
+            if c < COMMITTED_CLASSES:
+                # Below the floor: the committed classes together cover under 80% of the trough.
+                nodes = math.floor(0.4 * trough / (per_node * tps)) if commitments == "below-floor" else 0
+                held[(name, gpu)] = nodes
+                if nodes or sizing:
+                    offers.append(_offer(name, gpu_class, CapacityType.COMMITTED, 0.6 * od, nodes))
+    current: dict[problem.OfferKey, int] = {}
+    if kind == "cap":
+        # What runs now: what is held, and on-demand of the first class for the hour before.
+        gpu, per_node, tps, _ = CLASSES[0]
+        for i, name in enumerate(names):
+            before = _demand(random.Random(f"{seed}-before-{i}"), i, 24)[-1]
+            current[(name, gpu, CapacityType.ON_DEMAND)] = math.ceil((1 + HEADROOM) * before / (per_node * tps))
+            for (region, held_class), nodes in held.items():
+                if region == name and nodes:
+                    current[(region, held_class, CapacityType.COMMITTED)] = nodes
+    # A ring: each region may serve its neighbours' users.
+    ring = {(i, (i + 1) % regions) for i in range(regions)}
+    routes = {(a, a) for a in names} | {(names[i], names[j]) for i, j in ring if i != j}
+    routes |= {(b, a) for a, b in routes}
+    return problem.BlendProblem(
+        hours=tuple(NOW + dt.timedelta(hours=h) for h in range(hours)),
+        time_zones={name: ZONES[i][0] for i, name in enumerate(names)},
+        demand=demand,
+        offers=tuple(offers),
+        routes=frozenset(routes),
+        headroom=HEADROOM,
+        max_spot_fraction=0.6,
+        spot_loss_served_fraction=0.5,
+        min_replicas_per_region=2,
+        max_node_changes_per_hour=_cap(regions) if kind == "cap" else None,
+        change_penalty_dollars_per_node=PENALTY_DOLLARS_PER_NODE if kind == "penalty" else 0.0,
+        current_nodes=current,
+        size_commitments=sizing,
+    )
 
 
-def measure(case: problem.BlendProblem, decompose: bool, repeats: int) -> dict[str, object]:
-    totals, builds, statuses, costs = [], [], [], []
-    for _ in range(repeats):
-        builds.append(build_seconds(case, together=not decompose))
-        started = time.perf_counter()
-        result = blend.plan(case, decompose=decompose)
-        totals.append(time.perf_counter() - started)
-        statuses.append(result.status.value)
-        costs.append(result.total_dollars)
+def node_changes(case: problem.BlendProblem, plan: Plan) -> int:
+    """Nodes added plus removed over the horizon, as the penalty counts them (hour 0 only against known nodes)."""
+    nodes: dict[tuple[int, problem.OfferKey], int] = {}
+    for a in plan.allocations:
+        at = (a.hour, (a.region, a.gpu_class, a.capacity_type))
+        nodes[at] = nodes.get(at, 0) + a.nodes
+    total = 0
+    for t in range(case.horizon):
+        if t == 0 and not case.current_nodes:
+            continue
+        for key in {o.key for o in case.offers}:
+            before = nodes.get((t - 1, key), 0) if t > 0 else case.current_nodes.get(key, 0)
+            total += abs(nodes.get((t, key), 0) - before)
+    return total
+
+
+def horizon_cost(case: problem.BlendProblem, plan: Plan) -> float | None:
+    """The plan's cost over the horizon plus the change penalty it incurs; None without a plan."""
+    if not plan.has_solution:
+        return None
+    return plan.total_dollars + case.change_penalty_dollars_per_node * node_changes(case, plan)
+
+
+def spend(plan: Plan) -> dict[str, float]:
+    """What the plan buys over the horizon: GPU-hours and dollars of spot and on-demand."""
+    gpu_hours = {m: 0 for m in CapacityType}
+    for a in plan.allocations:
+        gpu_hours[a.capacity_type] += a.gpus
     return {
-        "median_seconds": statistics.median(totals),
-        "median_build_seconds": statistics.median(builds),
-        "runs_seconds": totals,
-        "status": statuses[-1],
-        "horizon_cost_dollars": round(costs[-1], 2),
+        "spot_gpu_hours": gpu_hours[CapacityType.SPOT],
+        "on_demand_gpu_hours": gpu_hours[CapacityType.ON_DEMAND],
+        "committed_gpu_hours": gpu_hours[CapacityType.COMMITTED],
+        "spot_dollars": round(sum(h.spot_dollars for h in plan.hour_costs), 2),
+        "on_demand_dollars": round(sum(h.on_demand_dollars for h in plan.hour_costs), 2),
     }
 
 
+def measure(case: problem.BlendProblem, decompose: bool, repeat: int) -> tuple[dict[str, Any], Plan]:
+    """Plan ``repeat`` times; the median wall-clock seconds and the last run's figures."""
+    seconds = []
+    result: Plan | None = None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = blend.plan(case, decompose=decompose)
+        seconds.append(time.perf_counter() - started)
+    assert result is not None
+    cost = horizon_cost(case, result)
+    return {
+        "status": result.status.value,
+        "mip_gap": result.mip_gap,
+        "horizon_cost_dollars": None if cost is None else round(cost, 2),
+        "penalty_dollars": round(case.change_penalty_dollars_per_node * node_changes(case, result), 2)
+        if result.has_solution
+        else None,
+        "median_seconds": statistics.median(seconds),
+        "runs_seconds": seconds,
+        "message": result.message,
+    }, result
+
+
+def lp_bound(case: problem.BlendProblem) -> tuple[float | None, float, str]:
+    """Lower bound on the horizon cost: the LP relaxation of the monolithic model.
+
+    Its objective less the planner's tie-break on its nodes, plus the sunk commitments that the
+    model leaves out as constant (not when sizing: there the held nodes are in the objective).
+    Returns (bound, seconds, note); the bound is None when the planner's API does not allow it.
+    """
+    started = time.perf_counter()
+    try:
+        model = blend.build(case, tuple(range(case.horizon)), relax_integers=True)
+        status = blend.solve(case, model, case.solver.time_limit_seconds, relaxed=True)
+        if status.value != "Optimal":
+            return None, time.perf_counter() - started, f"LP relaxation {status.value}"
+        objective = model.lp.objective
+        value = float(objective.value() or 0.0)
+        epsilon = float(getattr(blend, "NODE_EPSILON", 0.0))
+        value -= epsilon * sum(float(v.varValue or 0.0) for v in model.nodes.values())
+        if not case.size_commitments and not objective.constant:
+            value += case.committed_sunk_dollars_per_hour * case.horizon
+    except (AttributeError, TypeError, ValueError, blend.PlanningError) as error:
+        return None, time.perf_counter() - started, f"no LP bound: {error}"
+    return value, time.perf_counter() - started, ""
+
+
+def target(regions: int, classes: int, hours: int, commitments: str, kind: str) -> str | None:
+    """The target a case is held to, in words; None when it has none."""
+    if kind == "uncoupled":
+        if (regions, classes, hours) == (2, 2, 24):
+            return "< 50 ms"
+        if (regions, classes, hours) == (8, 6, 168) and commitments == "none":
+            return "Optimal, < 2 s"
+        return None
+    if hours <= 24 and regions * classes <= 12:
+        return "Optimal (1%), < 1 s"
+    if (regions, classes, hours) == (8, 6, 168):
+        return "within 2% of LP, < limit"
+    return None
+
+
+def met(row: dict[str, Any], time_limit: float) -> bool | None:
+    """Whether sunblend's figures meet the row's target."""
+    goal = row["target"]
+    ours = row["sunblend"]
+    seconds, status, gap = ours["median_seconds"], ours["status"], ours["mip_gap"]
+    if goal is None:
+        return None
+    if goal == "< 50 ms":
+        return bool(status in ("Optimal", "Feasible") and seconds < 0.05)
+    if goal == "Optimal, < 2 s":
+        return bool(status == "Optimal" and seconds < 2.0)
+    if goal == "Optimal (1%), < 1 s":
+        return bool(status == "Optimal" and (gap is None or gap <= 0.01 + 1e-9) and seconds < 1.0)
+    to_lp = row["gap_to_lp_bound"]
+    return bool(status in ("Optimal", "Feasible") and to_lp is not None and to_lp <= 0.02 and seconds <= time_limit)
+
+
+def _relative(cost: float | None, bound: float | None) -> float | None:
+    if cost is None or bound is None or cost <= 0:
+        return None
+    return (cost - bound) / cost
+
+
+def run_case(
+    regions: int, classes: int, hours: int, commitments: str, kind: str, repeat: int, time_limit: float
+) -> dict[str, Any]:
+    """Measure one case: sunblend, the monolithic MILP and the LP bound, on the same instance."""
+    case = instance(regions, classes, hours, commitments, kind)
+    case = dataclasses.replace(case, solver=dataclasses.replace(case.solver, time_limit_seconds=time_limit))
+    ours, plan = measure(case, True, repeat)
+    mono, _ = measure(case, False, repeat)
+    bound, lp_seconds, lp_note = lp_bound(case)
+    row: dict[str, Any] = {
+        "case": f"{regions}x{classes}x{hours} {commitments} {kind}",
+        "regions": regions,
+        "gpu_classes": classes,
+        "hours": hours,
+        "commitments": commitments,
+        "kind": kind,
+        "integer_variables": len(case.offers) * hours,
+        "time_limit_seconds": time_limit,
+        "relative_gap": case.solver.relative_gap,
+        "spend": spend(plan) if plan.has_solution else None,
+        "sunblend": ours,
+        "monolithic": mono,
+        "lp_bound_dollars": None if bound is None else round(bound, 2),
+        "lp_seconds": lp_seconds,
+        "lp_note": lp_note,
+        "gap_to_lp_bound": _relative(ours["horizon_cost_dollars"], bound),
+        "monolithic_gap_to_lp_bound": _relative(mono["horizon_cost_dollars"], bound),
+        "target": target(regions, classes, hours, commitments, kind),
+    }
+    row["met"] = met(row, time_limit)
+    return row
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _gap(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def table(rows: Sequence[Mapping[str, Any]], repeat: int) -> Table:
+    """The results as a rich table."""
+    out = Table(title=f"Planner against the monolithic MILP (median of {repeat} run(s); gap: reported MIP gap)")
+    for column in (
+        "case",
+        "spot / OD $",
+        "status",
+        "gap",
+        "cost $",
+        "time",
+        "mono status",
+        "mono gap",
+        "mono cost $",
+        "mono time",
+        "speed-up",
+        "vs LP bound",
+        "target",
+        "met",
+    ):
+        out.add_column(column, justify="left" if column in ("case", "target") else "right")
+    for row in rows:
+        ours, mono, bought = row["sunblend"], row["monolithic"], row["spend"]
+        outcome = {True: "[green]met[/]", False: "[red]missed[/]", None: "-"}[row["met"]]
+        out.add_row(
+            row["case"],
+            "-" if bought is None else f"{bought['spot_dollars']:,.0f} / {bought['on_demand_dollars']:,.0f}",
+            ours["status"],
+            _gap(ours["mip_gap"]),
+            _money(ours["horizon_cost_dollars"]),
+            _seconds(ours["median_seconds"]),
+            mono["status"],
+            _gap(mono["mip_gap"]),
+            _money(mono["horizon_cost_dollars"]),
+            _seconds(mono["median_seconds"]),
+            f"{mono['median_seconds'] / ours['median_seconds']:.1f}x",
+            _gap(row["gap_to_lp_bound"]),
+            row["target"] or "-",
+            outcome,
+        )
+    return out
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", default="bench/results/planner.json")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--baseline-repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="only the two target cases")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case and planner; medians reported")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per plan, seconds")
+    parser.add_argument("--quick", action="store_true", help="small sizes only, one run each")
+    parser.add_argument("--only", default="", help="run only cases whose name contains this text")
     args = parser.parse_args()
-    cases = [(2, 2, 24), (8, 6, 168)] if args.quick else CASES
-    rows = []
-    for regions, classes, hours in cases:
-        for noisy in (False, True):
-            case = instance(regions, classes, hours, noisy)
-            row = {
-                "regions": regions,
-                "gpu_classes": classes,
-                "hours": hours,
-                "demand": "noisy forecast" if noisy else "declared profile",
-                "integer_variables": len(case.offers) * hours,
-                "sunblend": measure(case, True, args.repeats),
-                "monolithic": measure(case, False, args.baseline_repeats),
-            }
-            rows.append(row)
-            print(
-                f"{regions}x{classes}x{hours} {row['demand']}: {row['sunblend']['median_seconds']:.3f}s "
-                f"vs monolithic {row['monolithic']['median_seconds']:.3f}s",
-                file=sys.stderr,
-            )
+    repeat = 1 if args.quick else args.repeat
+    sizes = QUICK_SIZES if args.quick else SIZES
+    rows: list[dict[str, Any]] = []
+    for regions, classes, hours in sizes:
+        for commitments in COMMITMENTS:
+            for kind in KINDS:
+                name = f"{regions}x{classes}x{hours} {commitments} {kind}"
+                if args.only and args.only not in name:
+                    continue
+                row = run_case(regions, classes, hours, commitments, kind, repeat, args.time_limit)
+                rows.append(row)
+                bought = row["spend"] or {}
+                if not (bought.get("spot_gpu_hours") and bought.get("on_demand_gpu_hours")):
+                    print(f"warning: {name} does not buy both spot and on-demand: {bought}", file=sys.stderr)
+                print(
+                    f"{name}: {row['sunblend']['status']} {_seconds(row['sunblend']['median_seconds'])}"
+                    f" vs monolithic {row['monolithic']['status']} {_seconds(row['monolithic']['median_seconds'])}",
+                    file=sys.stderr,
+                )
     result = {
         "benchmark": "planner",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpus": __import__("os").cpu_count(),
-        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "repeat": repeat,
+        "quick": args.quick,
+        "time_limit_seconds": args.time_limit,
         "cases": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    table = Table(title=f"Planner: median of {args.repeats} runs (monolithic: {args.baseline_repeats})")
-    for column in (
-        "regions x classes x hours",
-        "demand",
-        "int vars",
-        "build s",
-        "plan s",
-        "status",
-        "monolithic s",
-        "mono status",
-        "speed-up",
-        "cost vs mono",
-    ):
-        table.add_column(column, justify="right")
-    for row in rows:
-        ours, mono = row["sunblend"], row["monolithic"]
-        table.add_row(
-            f"{row['regions']} x {row['gpu_classes']} x {row['hours']}",
-            row["demand"],
-            str(row["integer_variables"]),
-            f"{ours['median_build_seconds']:.3f}",
-            f"{ours['median_seconds']:.3f}",
-            ours["status"],
-            f"{mono['median_seconds']:.3f}",
-            mono["status"],
-            f"{mono['median_seconds'] / ours['median_seconds']:.1f}x",
-            f"{ours['horizon_cost_dollars'] / mono['horizon_cost_dollars']:.4f}"
-            if mono["horizon_cost_dollars"]
-            else "-",
-        )
-    Console().print(table)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    Console(width=200).print(table(rows, repeat))
     print(f"wrote {out}")
     return 0
 

@@ -1,11 +1,17 @@
 """The trace-replay engine: steps through time, asks a policy for node targets, and keeps score.
 
-Each step it: lands nodes whose provisioning delay has passed (spot only if spot is obtainable
-then), ends nodes whose preemption notice has run out, preempts spot above what the spot trace
-allows (they keep serving through the notice), asks the policy for targets (the policy sees
-demand only up to the previous step), serves demand (each region first, then overflow to regions
-within the latency limit), and bills every node that is booting or running. Totals are sums of
-the per-step figures, so cost and served demand reconcile exactly.
+Each step it: ends nodes whose preemption notice has run out; preempts spot above what the spot
+trace allows (a booting node at once, a running one after the notice, serving through it); lands
+nodes whose provisioning delay has passed and answers refused spot launches; asks the policy for
+targets (the policy sees demand only up to the previous step, and this step's preemptions and
+insufficient-capacity errors); launches what the targets add; serves demand (each region first,
+then overflow to regions within the latency limit); and bills every node that is booting or
+running. Totals are sums of the per-step figures, so cost and served demand reconcile exactly.
+
+Spot launches behave as a cloud's API does: a launch the spot trace cannot grant at the moment it
+is asked for is refused with an insufficient-capacity error after ``Settings.spot_api_delay``
+(reported at the first step after it), and is never billed; a granted launch is billed from the
+request and boots for ``Settings.spot_delay``.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ class Settings:
 
     step: dt.timedelta = dt.timedelta(minutes=1)
     on_demand_delay: dt.timedelta = dt.timedelta(minutes=3)
-    spot_delay: dt.timedelta = dt.timedelta(minutes=5)
+    spot_delay: dt.timedelta = dt.timedelta(minutes=5)  # a granted spot launch boots this long
     preemption_notice: dt.timedelta = dt.timedelta(minutes=2)
+    spot_api_delay: dt.timedelta = dt.timedelta(seconds=5)  # a refused spot launch fails this fast
 
 
 class FutureDemandError(Exception):
@@ -65,9 +72,28 @@ class Observation:
     now: dt.datetime
     history: DemandHistory
     running: Mapping[OfferKey, int]  # running and not under preemption notice
-    booting: Mapping[OfferKey, int]
-    lost_spot: Mapping[OfferKey, int]  # preempted or failed to launch, this step
+    booting: Mapping[OfferKey, int]  # launched, not running yet (or awaiting the API's answer)
+    lost_spot: Mapping[OfferKey, int]  # preempted, or refused at launch (launch_errors), this step
     prices: Mapping[OfferKey, float]  # dollars per GPU-hour now
+    launch_errors: Mapping[OfferKey, int] = field(default_factory=dict)  # insufficient capacity, this step
+
+
+@dataclass
+class _Launch:
+    """Nodes asked for together: booting until step ``at``, or, if refused, awaiting the error."""
+
+    at: int
+    nodes: int
+    granted: bool
+
+
+@dataclass(frozen=True)
+class _Delays:
+    """Provisioning delays in steps, and how many steps a refused spot launch takes to fail."""
+
+    on_demand: int
+    spot: int
+    spot_answer: int
 
 
 class Policy(Protocol):
@@ -182,39 +208,37 @@ class Engine:
         step_seconds = self.settings.step.total_seconds()
         held = {k: v for k, v in policy.commitments(problem).items() if v > 0}
         running: dict[OfferKey, int] = defaultdict(int)
-        booting: dict[OfferKey, list[list[int]]] = defaultdict(list)  # [arrival step, nodes]
+        booting: dict[OfferKey, list[_Launch]] = defaultdict(list)
         noticed: dict[OfferKey, list[list[int]]] = defaultdict(list)  # [end step, nodes]
         history = DemandHistory(self.demand)
         record = Run(policy.name, times=self.times)
         record.demand = {r: [] for r in problem.regions}
         record.served = {r: [] for r in problem.regions}
         record.gpus = {(r, c): [] for r in problem.regions for c in CapacityType}
-        od_delay, spot_delay = self._steps(self.settings.on_demand_delay), self._steps(self.settings.spot_delay)
+        delays = _Delays(
+            on_demand=self._steps(self.settings.on_demand_delay),
+            spot=self._steps(self.settings.spot_delay),
+            spot_answer=max(1, self._steps(self.settings.spot_api_delay)),
+        )
         notice = max(1, self._steps(self.settings.preemption_notice))
         committed_price = {
             (o.region, o.gpu_class): o.key for o in problem.offers if o.capacity_type is CapacityType.COMMITTED
         }
-        carried: dict[OfferKey, int] = defaultdict(int)  # spot lost after the policy decided
         for k, now in enumerate(self.times):
-            lost: dict[OfferKey, int] = carried
-            carried = defaultdict(int)
-            # 1. Nodes land; spot only as far as spot is obtainable now.
-            self._land(k, running, booting, noticed, record, lost)
-            # 2. Preempted nodes reach the end of their notice.
+            lost: dict[OfferKey, int] = defaultdict(int)
+            errors: dict[OfferKey, int] = defaultdict(int)
+            # 1. Preempted nodes reach the end of their notice.
             for key, queue in noticed.items():
                 ended = sum(n for at, n in queue if at <= k)
                 if ended:
                     noticed[key] = [[at, n] for at, n in queue if at > k]
                     record.node_changes += ended
-            # 3. Spot above what is obtainable is preempted; it serves through the notice.
-            for key in [k_ for k_ in running if k_[2] is CapacityType.SPOT]:
-                room = self._spot_room(key, k, running, noticed, include_running=False)
-                excess = running[key] - max(0, room)
-                if excess > 0:
-                    running[key] -= excess
-                    noticed[key].append([k + notice, excess])
-                    record.spot_preemptions += excess
-                    lost[key] += excess
+            # 2. Spot above what is obtainable is preempted: booting nodes at once (newest first),
+            #    running ones after the notice, serving through it.
+            for key in [q for q in set(running) | set(booting) if q[2] is CapacityType.SPOT]:
+                self._preempt(key, k, k + notice, running, booting, noticed, record, lost)
+            # 3. Granted nodes land; refused spot launches get their insufficient-capacity error.
+            self._land(k, running, booting, lost, errors)
             # 4. The policy decides from the past only.
             history.now = k
             observation = Observation(
@@ -222,15 +246,16 @@ class Engine:
                 now=now,
                 history=history,
                 running=dict(running),
-                booting={key: sum(n for _, n in q) for key, q in booting.items()},
+                booting={key: sum(launch.nodes for launch in q) for key, q in booting.items()},
                 lost_spot=dict(lost),
                 prices={key: series[k] for key, series in self.prices.items()},
+                launch_errors=dict(errors),
             )
             targets = policy.decide(observation)
             for key in set(targets) | set(running) | {q for q, v in booting.items() if v}:
-                self._apply(key, targets.get(key, 0), k, running, booting, held, record, od_delay, spot_delay)
-            if k == 0:  # what the policy wants at the start is up at once (spot only if obtainable)
-                self._land(k, running, booting, noticed, record, carried)
+                self._apply(key, targets.get(key, 0), k, running, booting, held, record, delays)
+            if k == 0:  # what the policy wants at the start is up at once (spot only if granted)
+                self._land(k, running, booting, defaultdict(int), defaultdict(int))
             # 5. Serve this step's demand.
             capacity: dict[str, float] = defaultdict(float)
             for key, n in running.items():
@@ -249,20 +274,15 @@ class Engine:
                 short = short or served[region] < demand - 1e-6
             if short:
                 record.minutes_below_demand += step_seconds / 60
-            # 6. Bill every node booting or running, and the commitments held.
+            # 6. Bill every node booting (granted) or running, and the commitments held.
             gpus_now: dict[tuple[str, CapacityType], int] = defaultdict(int)
             for key in set(running) | set(booting) | set(noticed):
                 offer = self.offers[key]
-                nodes = (
-                    running.get(key, 0)
-                    + sum(n for _, n in booting.get(key, []))
-                    + sum(n for _, n in noticed.get(key, []))
-                )
+                serving = running.get(key, 0) + sum(n for _, n in noticed.get(key, []))
+                nodes = serving + sum(launch.nodes for launch in booting.get(key, []) if launch.granted)
                 if key[2] is not CapacityType.COMMITTED:
                     record.dollars[key[2]] += nodes * offer.gpus_per_node * self.prices[key][k] * hours
-                gpus_now[(key[0], key[2])] += (running.get(key, 0) + sum(n for _, n in noticed.get(key, []))) * (
-                    offer.gpus_per_node
-                )
+                gpus_now[(key[0], key[2])] += serving * offer.gpus_per_node
             for (region, gpu_class), nodes in held.items():
                 key = committed_price[(region, gpu_class)]
                 record.dollars[CapacityType.COMMITTED] += (
@@ -273,42 +293,69 @@ class Engine:
             record.all_on_demand_dollars += self._all_on_demand(k) * hours
         return record
 
+    def _preempt(
+        self,
+        key: OfferKey,
+        k: int,
+        ends: int,
+        running: dict[OfferKey, int],
+        booting: dict[OfferKey, list[_Launch]],
+        noticed: dict[OfferKey, list[list[int]]],
+        record: Run,
+        lost: dict[OfferKey, int],
+    ) -> None:
+        """Spot of ``key`` above the trace's cap now is taken back, booting nodes first."""
+        cap = self._spot_cap(key, k)
+        if cap is None:
+            return
+        queue = booting.get(key, [])
+        excess = running.get(key, 0) + sum(launch.nodes for launch in queue if launch.granted) - cap
+        for launch in reversed(queue):
+            if excess <= 0:
+                break
+            if launch.granted:
+                taken = min(launch.nodes, excess)
+                launch.nodes -= taken
+                excess -= taken
+                record.spot_preemptions += taken
+                record.node_changes += taken
+                lost[key] += taken
+        if queue:
+            booting[key] = [launch for launch in queue if launch.nodes > 0]
+        if excess > 0:
+            running[key] -= excess
+            noticed[key].append([ends, excess])
+            record.spot_preemptions += excess
+            lost[key] += excess
+
     def _land(
         self,
         k: int,
         running: dict[OfferKey, int],
-        booting: dict[OfferKey, list[list[int]]],
-        noticed: Mapping[OfferKey, list[list[int]]],
-        record: Run,
+        booting: dict[OfferKey, list[_Launch]],
         lost: dict[OfferKey, int],
+        errors: dict[OfferKey, int],
     ) -> None:
-        """Nodes whose provisioning delay has passed start running; spot only if obtainable."""
+        """Granted nodes whose provisioning delay has passed start running; refused launches fail."""
         for key, queue in booting.items():
-            arrived = sum(n for at, n in queue if at <= k)
-            if not arrived:
+            if not any(launch.at <= k for launch in queue):
                 continue
-            booting[key] = [[at, n] for at, n in queue if at > k]
-            if key[2] is CapacityType.SPOT:
-                granted = max(0, min(arrived, self._spot_room(key, k, running, noticed)))
-                record.spot_launch_failures += arrived - granted
-                lost[key] += arrived - granted
-                arrived = granted
-            running[key] += arrived
+            for launch in queue:
+                if launch.at > k:
+                    continue
+                if launch.granted:
+                    running[key] += launch.nodes
+                else:
+                    errors[key] += launch.nodes
+                    lost[key] += launch.nodes
+            booting[key] = [launch for launch in queue if launch.at > k]
 
-    def _spot_room(
-        self,
-        key: OfferKey,
-        k: int,
-        running: Mapping[OfferKey, int],
-        noticed: Mapping[OfferKey, list[list[int]]],
-        include_running: bool = True,
-    ) -> int:
-        """Spot nodes of ``key`` obtainable now, beyond those running (or in total)."""
+    def _spot_cap(self, key: OfferKey, k: int) -> int | None:
+        """Spot nodes of ``key`` the trace allows now in all; None where the trace sets no cap."""
         gpus = self.spot_gpus.get((key[0], key[1]))
         if gpus is None or math.isinf(gpus[k]):
-            return 10**9
-        total = int(gpus[k] // self.offers[key].gpus_per_node)
-        return total - running.get(key, 0) if include_running else total
+            return None
+        return int(gpus[k] // self.offers[key].gpus_per_node)
 
     def _apply(
         self,
@@ -316,11 +363,10 @@ class Engine:
         target: int,
         k: int,
         running: dict[OfferKey, int],
-        booting: dict[OfferKey, list[list[int]]],
+        booting: dict[OfferKey, list[_Launch]],
         held: Mapping[tuple[str, str], int],
         record: Run,
-        od_delay: int,
-        spot_delay: int,
+        delays: _Delays,
     ) -> None:
         if key not in self.offers:
             return
@@ -331,26 +377,50 @@ class Engine:
             running[key] = target
             return
         queue = booting[key]
-        have = running.get(key, 0) + sum(n for _, n in queue)
+        have = running.get(key, 0) + sum(launch.nodes for launch in queue)
         if target > have:
-            # The service ran before the trace began: what the policy wants at step 0 is up.
-            delay = 0 if k == 0 else (spot_delay if key[2] is CapacityType.SPOT else od_delay)
-            queue.append([k + delay, target - have])
-            record.node_changes += target - have
+            self._launch(key, target - have, k, running, queue, record, delays)
             return
         surplus = have - target
         while surplus > 0 and queue:  # cancel the newest launches first
-            at, n = queue[-1]
-            cancel = min(n, surplus)
+            launch = queue[-1]
+            cancel = min(launch.nodes, surplus)
             surplus -= cancel
-            record.node_changes += cancel
-            if cancel == n:
+            if launch.granted:
+                record.node_changes += cancel
+            if cancel == launch.nodes:
                 queue.pop()
             else:
-                queue[-1] = [at, n - cancel]
+                launch.nodes -= cancel
         if surplus > 0:
             running[key] -= surplus
             record.node_changes += surplus
+
+    def _launch(
+        self,
+        key: OfferKey,
+        nodes: int,
+        k: int,
+        running: Mapping[OfferKey, int],
+        queue: list[_Launch],
+        record: Run,
+        delays: _Delays,
+    ) -> None:
+        """Ask for ``nodes`` more of ``key``: spot beyond the trace's cap now is refused, unbilled."""
+        granted = nodes
+        if key[2] is CapacityType.SPOT:
+            cap = self._spot_cap(key, k)
+            if cap is not None:
+                taken = running.get(key, 0) + sum(launch.nodes for launch in queue if launch.granted)
+                granted = max(0, min(nodes, cap - taken))
+            if nodes > granted:
+                queue.append(_Launch(k + delays.spot_answer, nodes - granted, granted=False))
+                record.spot_launch_failures += nodes - granted
+        if granted:
+            # The service ran before the trace began: what the policy wants at step 0 is up.
+            delay = 0 if k == 0 else (delays.spot if key[2] is CapacityType.SPOT else delays.on_demand)
+            queue.append(_Launch(k + delay, granted, granted=True))
+            record.node_changes += granted
 
     def _serve(self, demand: Mapping[str, float], capacity: Mapping[str, float]) -> dict[str, float]:
         """Each region serves its own demand first; overflow goes to allowed regions with room."""

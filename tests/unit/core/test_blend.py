@@ -10,7 +10,7 @@ import pulp
 import pytest
 
 from sunblend.api.spec import CapacityType, SolverName
-from sunblend.core import blend, model, check, greedy, highs
+from sunblend.core import blend, check, greedy, highs, model
 from sunblend.core.plan import SolveStatus
 from tests.unit import pools
 

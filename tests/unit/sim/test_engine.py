@@ -192,3 +192,72 @@ def test_bad_trace_rows_name_the_file_line_and_column(tmp_path):
     path.write_text("timestamp,region,tokens_per_second\n2026-11-23T00:00:00Z,r1,-5\n")
     with pytest.raises(traces.TraceError, match=r"demand.csv:2 tokens_per_second: '-5' must be a non-negative"):
         traces.read_demand(path)
+
+
+class LaunchOnce:
+    """Asks for ``nodes`` spot nodes of r1 from step ``at`` on, and records what it observes."""
+
+    name = "launch-once"
+
+    def __init__(self, nodes, at):
+        self.nodes = nodes
+        self.at = at
+        self.observations = []
+
+    def commitments(self, blend_problem):
+        return {}
+
+    def decide(self, observation):
+        self.observations.append(observation)
+        wanted = self.nodes if observation.step == self.at else 0
+        have = observation.running.get(KEY, 0) + observation.booting.get(KEY, 0)
+        return {KEY: max(wanted, have)}
+
+
+KEY = ("r1", "gpu", CapacityType.SPOT)
+
+
+def test_a_spot_launch_the_trace_cannot_grant_costs_nothing_and_fails_within_the_api_delay():
+    blend_problem = problem.from_spec(_pool(), START, priced_commitments=True)
+    step = dt.timedelta(seconds=10)
+    settings = engine.Settings(step=step, spot_api_delay=dt.timedelta(seconds=25))
+    steps = 30
+    replayed = traces.Traces(
+        demand={"r1": _series([100] * steps, step), "r2": _series([0] * steps, step)},
+        spot={("r1", "gpu"): _series([0] * steps, step)},
+    )
+    policy = LaunchOnce(3, at=5)
+    run = engine.Engine(blend_problem, replayed, settings).run(policy)
+    errors = [o.launch_errors.get(KEY, 0) for o in policy.observations]
+    # Asked at step 5 (50 s); refused 25 s later, so known at the first step after: 80 s.
+    assert errors[8] == 3 and sum(errors) == 3
+    assert all(o.booting.get(KEY, 0) == 3 for o in policy.observations[6:8])  # awaiting the answer
+    assert policy.observations[8].lost_spot == {KEY: 3}
+    assert run.spot_launch_failures == 3
+    assert run.dollars[CapacityType.SPOT] == 0
+    assert run.spot_preemptions == 0 and run.node_changes == 0
+
+
+def test_a_granted_spot_launch_is_billed_from_the_request_and_boots_for_the_spot_delay():
+    blend_problem = problem.from_spec(_pool(), START, priced_commitments=True)
+    steps = 30
+    policy = LaunchOnce(2, at=10)
+    settings = engine.Settings(spot_delay=dt.timedelta(minutes=5))
+    run = engine.Engine(blend_problem, _traces([100] * steps, [0] * steps, [8] * steps), settings).run(policy)
+    assert policy.observations[14].running.get(KEY, 0) == 0
+    assert policy.observations[15].running.get(KEY, 0) == 2
+    # 2 one-GPU nodes at $1/GPU-hour from minute 10 to the end of minute 29: 20 minutes.
+    assert run.dollars[CapacityType.SPOT] == pytest.approx(2 * 1.0 * 20 / 60)
+    assert sum(run.gpus[("r1", CapacityType.SPOT)]) == 2 * 15  # serving only once it runs
+    assert run.spot_launch_failures == 0
+
+
+def test_spot_taken_back_while_it_boots_stops_billing_at_once():
+    blend_problem = problem.from_spec(_pool(), START, priced_commitments=True)
+    steps = 20
+    policy = LaunchOnce(2, at=5)
+    spot = [8] * 7 + [0] * (steps - 7)
+    run = engine.Engine(blend_problem, _traces([100] * steps, [0] * steps, spot)).run(policy)
+    assert policy.observations[7].lost_spot == {KEY: 2}  # preempted before it ever ran
+    assert run.spot_preemptions == 2
+    assert run.dollars[CapacityType.SPOT] == pytest.approx(2 * 1.0 * 2 / 60)  # minutes 5 and 6
