@@ -78,7 +78,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             chart.draw(result, blend_problem, Path(args.png), f"{name}: {result.status.value}")
         except OSError as error:
             raise UsageError(f"--png: cannot write {args.png}: {error.strerror}") from None
-    return 0 if result.has_solution else 1
+    return 0 if result.keeps_every_constraint else 1
 
 
 def _duration(text: str, flag: str) -> dt.timedelta:

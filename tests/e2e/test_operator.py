@@ -56,6 +56,7 @@ def test_each_example_becomes_ready_with_a_plan_within_10_seconds(operator, name
     assert elapsed < 10
     assert status["solveStatus"] == "Optimal"
     assert status["costDollarsPerHour"] > 0 and 0 < status["savingsPercent"] < 100
+    assert status["horizonHours"] == 24 and 0 < status["horizonSavingsPercent"] < 100
     assert status["current"] and len(status["nextHours"]) == 24
     assert {c["type"] for c in status["conditions"]} == {
         "Ready",

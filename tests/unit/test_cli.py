@@ -30,8 +30,8 @@ def test_every_example_plans_optimally(example, capsys):
     assert cli.main(["plan", str(example), "--at", AT, "-o", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "Optimal"
-    assert result["costDollarsPerHour"] > 0
-    assert 0 < result["savingsRatio"] < 1
+    assert result["thisHour"]["costDollars"] > 0
+    assert 0 < result["horizon"]["savingsRatio"] < 1 and 0 <= result["thisHour"]["savingsRatio"] < 1
     assert result["allocations"] and result["hours"]
 
 
@@ -180,7 +180,7 @@ def test_a_region_entry_with_only_on_demand_keeps_the_class_spot_and_committed_p
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "Optimal"
     # 100 tok/s: one GPU, the committed one, at its amortised $2 (not free, not gone); no spot or on-demand
-    assert result["costDollarsPerHour"] == 2.0
+    assert result["thisHour"]["costDollars"] == 2.0
 
 
 def test_simulate_refuses_the_same_bad_pools_and_out_of_range_traces(tmp_path, capsys):

@@ -98,16 +98,22 @@ def _printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
         {
-            "name": "Cost/h",
+            "name": "Hour$",
             "type": "number",
             "jsonPath": ".status.costDollarsPerHour",
             "description": "Planned cost this hour, dollars, committed (amortised) included.",
         },
         {
-            "name": "Savings%",
+            "name": "HourSavings%",
             "type": "number",
             "jsonPath": ".status.savingsPercent",
-            "description": "Savings versus serving the same demand all on-demand.",
+            "description": "This hour's savings versus serving the same demand all on-demand.",
+        },
+        {
+            "name": "HorizonSavings%",
+            "type": "number",
+            "jsonPath": ".status.horizonSavingsPercent",
+            "description": "Savings over the planning horizon versus all on-demand.",
         },
         {
             "name": "Spot%",

@@ -129,9 +129,24 @@ class InferencePoolStatus(_Model):
     conditions: list[Condition] = Field(default_factory=list)
     solve_status: str | None = None
     planned_hour: str | None = Field(None, description="RFC 3339 start of the hour planned.")
-    cost_dollars_per_hour: float | None = None
-    on_demand_cost_dollars_per_hour: float | None = None
-    savings_percent: float | None = None
+    cost_dollars_per_hour: float | None = Field(
+        None, description="This hour: planned cost, dollars per hour, committed (amortised) included."
+    )
+    on_demand_cost_dollars_per_hour: float | None = Field(
+        None, description="This hour: the same demand, routed the same way, served all on-demand, dollars."
+    )
+    savings_percent: float | None = Field(None, description="This hour: savings versus all on-demand, percent.")
+    horizon_hours: int | None = Field(None, description="Hours in the planning horizon.")
+    horizon_cost_dollars: float | None = Field(None, description="Over the horizon: planned cost, dollars.")
+    horizon_on_demand_cost_dollars: float | None = Field(
+        None, description="Over the horizon: the same demand served all on-demand, dollars."
+    )
+    horizon_savings_percent: float | None = Field(
+        None, description="Over the horizon: savings versus all on-demand, percent."
+    )
+    gap_percent: float | None = Field(
+        None, description="Proven gap between the plan's cost and a lower bound on any plan's, percent."
+    )
     spot_percent: float | None = None
     cost_per_million_tokens_dollars: float | None = None
     current: list[PlannedCapacity] = Field(default_factory=list)

@@ -149,6 +149,24 @@ class Plan:
         return sum(h.all_on_demand_dollars for h in self.hour_costs)
 
     @property
+    def savings_ratio_this_hour(self) -> float:
+        """Savings this hour versus serving the same demand all on-demand, 0-1."""
+        baseline = self.all_on_demand_dollars_per_hour
+        return 0.0 if baseline <= 0 else 1.0 - self.cost_dollars_per_hour / baseline
+
+    def summary(self) -> str:
+        """This hour's and the horizon's cost against all on-demand, each labelled, in one line."""
+        text = (
+            f"this hour ${self.cost_dollars_per_hour:,.2f}, {self.savings_ratio_this_hour:.1%} below all "
+            f"on-demand (${self.all_on_demand_dollars_per_hour:,.2f}); over the {len(self.hours)} h horizon "
+            f"${self.total_dollars:,.2f}, {self.savings_ratio:.1%} below all on-demand "
+            f"(${self.total_all_on_demand_dollars:,.2f})"
+        )
+        if self.status is not SolveStatus.OPTIMAL and self.mip_gap is not None:
+            text += f"; proven within {self.mip_gap:.2%} of the cheapest plan"
+        return text
+
+    @property
     def savings_ratio(self) -> float:
         """Savings over the horizon versus all on-demand, 0-1."""
         baseline = self.total_all_on_demand_dollars

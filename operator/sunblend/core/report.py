@@ -32,6 +32,7 @@ REASON_PLANNED = "Planned"
 REASON_FEASIBLE = "PlannedWithinTimeLimit"
 REASON_INVALID = "InvalidSpec"
 REASON_INFEASIBLE = "Infeasible"
+REASON_DEGRADED = "PlanBreaksAConstraint"
 REASON_SOLVER_ERROR = "SolverError"
 REASON_CAPACITY_MET = "CapacityMet"
 REASON_CAPACITY_SHORT = "CapacityShort"
@@ -123,11 +124,13 @@ def planned_status(
     """Status after planning: conditions, this hour's plan and a summary of the hours ahead."""
     if plan.has_solution:
         reason = REASON_PLANNED if plan.status is SolveStatus.OPTIMAL else REASON_FEASIBLE
-        text = (
-            f"{plan.status.value} plan: ${plan.cost_dollars_per_hour:,.2f}/h this hour, "
-            f"{plan.savings_ratio:.1%} below all on-demand"
-        )
-        ready = condition(constants.CONDITION_READY, True, reason, text, generation, now, previous)
+        text = f"{plan.status.value} plan: {plan.summary()}"
+        if plan.status is SolveStatus.DEGRADED:
+            reason = REASON_DEGRADED
+            text = f"{text}; {plan.message}"
+        # A Degraded plan still serves the demand, but breaks a constraint: Planned, not Ready.
+        ok = plan.keeps_every_constraint
+        ready = condition(constants.CONDITION_READY, ok, reason, text, generation, now, previous)
         planned = condition(constants.CONDITION_PLANNED, True, reason, text, generation, now, previous)
     else:
         reason = REASON_INFEASIBLE if plan.status is SolveStatus.INFEASIBLE else REASON_SOLVER_ERROR
@@ -171,7 +174,12 @@ def planned_status(
         planned_hour=_rfc3339(plan.hours[0]),
         cost_dollars_per_hour=round(plan.cost_dollars_per_hour, 2),
         on_demand_cost_dollars_per_hour=round(plan.all_on_demand_dollars_per_hour, 2),
-        savings_percent=round(100 * plan.savings_ratio, 1),
+        savings_percent=round(100 * plan.savings_ratio_this_hour, 1),
+        horizon_hours=len(plan.hours),
+        horizon_cost_dollars=round(plan.total_dollars, 2),
+        horizon_on_demand_cost_dollars=round(plan.total_all_on_demand_dollars, 2),
+        horizon_savings_percent=round(100 * plan.savings_ratio, 1),
+        gap_percent=None if plan.mip_gap is None else round(100 * plan.mip_gap, 2),
         spot_percent=round(100 * plan.spot_ratio, 1),
         cost_per_million_tokens_dollars=None if per_million is None else round(per_million, 4),
         current=[
@@ -192,7 +200,7 @@ def planned_status(
         ],
         next_hours=[_hour(plan, h.hour) for h in plan.hour_costs[:SUMMARY_HOURS]],
         observed=list(observed),
-        message=plan.message,
+        message="; ".join((plan.message, *plan.notes)) if plan.notes else plan.message,
     )
 
 

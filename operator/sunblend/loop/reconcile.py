@@ -35,6 +35,11 @@ PLAN_KEYS = (
     "costDollarsPerHour",
     "onDemandCostDollarsPerHour",
     "savingsPercent",
+    "horizonHours",
+    "horizonCostDollars",
+    "horizonOnDemandCostDollars",
+    "horizonSavingsPercent",
+    "gapPercent",
     "spotPercent",
     "costPerMillionTokensDollars",
     "current",
@@ -303,9 +308,7 @@ def _plan_events(before: Mapping[str, Any], after: Mapping[str, Any], result: Pl
         Event(
             "Normal",
             "PlanChanged",
-            f"{result.status.value} plan for {after.get('plannedHour')}: {summary} GPUs, "
-            f"${result.cost_dollars_per_hour:,.2f}/h this hour, {result.savings_ratio:.1%} below all on-demand "
-            "over the horizon",
+            f"{result.status.value} plan for {after.get('plannedHour')}: {summary} GPUs; {result.summary()}",
         )
     ]
 

@@ -29,6 +29,8 @@ def _headline(plan: Plan, pool: str) -> Text:
     text.append(f", {plan.solve_seconds * 1000:.0f} ms)")
     if plan.message:
         text.append(f"\n{plan.message}")
+    for note in plan.notes:
+        text.append(f"\nnote: {note}", style="yellow")
     return text
 
 
@@ -55,11 +57,13 @@ def _summary(plan: Plan) -> Table:
     table = Table(title="Cost", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("cost this hour (committed amortised included)", f"${plan.cost_dollars_per_hour:,.2f}/h")
-    table.add_row("same demand, all on-demand", f"${plan.all_on_demand_dollars_per_hour:,.2f}/h")
-    table.add_row(f"cost over {len(plan.hours)} h", f"${plan.total_dollars:,.2f}")
-    table.add_row(f"all on-demand over {len(plan.hours)} h", f"${plan.total_all_on_demand_dollars:,.2f}")
-    table.add_row("savings vs all on-demand", f"{plan.savings_ratio:.1%}")
+    hours = len(plan.hours)
+    table.add_row("this hour: cost (committed amortised included)", f"${plan.cost_dollars_per_hour:,.2f}")
+    table.add_row("this hour: same demand, all on-demand", f"${plan.all_on_demand_dollars_per_hour:,.2f}")
+    table.add_row("this hour: savings vs all on-demand", f"{plan.savings_ratio_this_hour:.1%}")
+    table.add_row(f"horizon ({hours} h): cost", f"${plan.total_dollars:,.2f}")
+    table.add_row(f"horizon ({hours} h): all on-demand", f"${plan.total_all_on_demand_dollars:,.2f}")
+    table.add_row(f"horizon ({hours} h): savings vs all on-demand", f"{plan.savings_ratio:.1%}")
     table.add_row("spot share this hour", f"{plan.spot_ratio:.1%}")
     per_million = plan.dollars_per_million_tokens
     table.add_row("cost per million tokens", "-" if per_million is None else f"${per_million:.4f}")

@@ -41,7 +41,14 @@ def test_names_status_printer_columns_and_rules():
     assert names["categories"] == list(constants.CATEGORIES)
     version = document["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Ready", "Cost/h", "Savings%", "Spot%", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Ready",
+        "Hour$",
+        "HourSavings%",
+        "HorizonSavings%",
+        "Spot%",
+        "Age",
+    ]
     text = COMMITTED.read_text()
     for rule in rules.SPEC + rules.DEMAND + rules.MODEL_SERVER + rules.BUSY_HOURS:
         assert rule.message in text
