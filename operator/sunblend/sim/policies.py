@@ -134,7 +134,10 @@ class Sunblend:
         return {(o.region, o.gpu_class): o.committed_nodes for o in blend_problem.offers if o.committed_nodes}
 
     def observe(self, observation: Observation) -> policy.Observation:
-        """The engine's view of a simulator step: demand up to the previous step, nodes, notices."""
+        """The engine's view of a simulator step: demand up to the previous step, nodes, notices.
+
+        Every spot node lost this step is a notice: preempted, or refused at launch for
+        insufficient capacity (``core.policy.Notice`` covers both; it cannot tell them apart)."""
         demand = (
             {r: observation.history.at(r, observation.step - 1) for r in self.problem.regions}
             if observation.step > 0
