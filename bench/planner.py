@@ -6,18 +6,21 @@ makes the planner decide (DESIGN.md, "Benchmarks must spend money"):
   +/-15% noise per hour from a seeded RNG), so no two hours are alike;
 - spot and on-demand in every region (spot at 30-50% of on-demand, at most 60% of a region's
   GPUs, and non-spot capacity must serve half the demand), both bought in every case;
-- commitments either none, or held below the floor of demand (the first two classes each hold
-  under 40% of a region's trough, so spot and on-demand are bought on top, every hour);
+- commitments either none, or held below the floor of demand (whole nodes of the two classes
+  with a committed price, up to 70% of the region's trough with headroom, so spot and
+  on-demand are bought on top every hour);
 - four kinds: uncoupled; a node-change cap (2 per region up to 4 regions, 20 at 8) with the
   current nodes given; a change penalty ($10 a node); commitment sizing.
 
 Each case runs ``--repeat`` times for sunblend (``blend.plan``) and for the monolithic MILP
 (``blend.plan(problem, decompose=False)``) in the same run; medians are reported, with each
-plan's status, MIP gap and horizon cost (the plan's cost plus the change penalty it incurs).
-The LP relaxation of the monolithic model gives a lower bound on the horizon cost.
+plan's status, MIP gap and horizon cost (the plan's cost plus the change penalty it incurs), and
+the constraints it breaks by ``core.check`` (a plan that breaks any meets no target). The LP
+relaxation of the monolithic model gives a lower bound on the horizon cost.
 
     python bench/planner.py --out bench/results/planner.json
     python bench/planner.py --quick          # small sizes, one run each: checks the script
+                                             # (writes bench/results/planner-quick.json)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import importlib
 import json
 import math
 import os
@@ -41,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sunblend.api.spec import CapacityType
-from sunblend.core import blend, problem
+from sunblend.core import blend, check, problem
 from sunblend.core.plan import Plan
 
 NOW = dt.datetime(2026, 11, 23, 0, tzinfo=dt.UTC)  # a Monday, 00:00 UTC
@@ -72,6 +76,7 @@ COMMITMENTS = ("none", "below-floor")
 KINDS = ("uncoupled", "cap", "penalty", "sizing")
 PENALTY_DOLLARS_PER_NODE = 10.0
 HEADROOM = 0.2
+LP_TIME_LIMIT_SECONDS = 120.0  # the LP bound is not timed against a target: let it finish
 
 
 def _demand(rng: random.Random, region: int, hours: int) -> tuple[float, ...]:
@@ -122,7 +127,8 @@ def instance(
     offers = []
     held: dict[tuple[str, str], int] = {}
     for r, name in enumerate(names):
-        trough = (1 + HEADROOM) * min(demand[name])
+        # Below the floor: the committed classes, filled in order, hold at most 70% of the trough.
+        uncommitted = 0.7 * (1 + HEADROOM) * min(demand[name]) if commitments == "below-floor" else 0.0
         for c, gpu_class in enumerate(CLASSES[:classes]):
             gpu, per_node, tps, on_demand = gpu_class
             od = on_demand * (1 + 0.05 * r) * rng.uniform(0.97, 1.03)
@@ -132,8 +138,8 @@ def instance(
                 _offer(name, gpu_class, CapacityType.SPOT, spot),
             ]
             if c < COMMITTED_CLASSES:
-                # Below the floor: the committed classes together cover under 80% of the trough.
-                nodes = math.floor(0.4 * trough / (per_node * tps)) if commitments == "below-floor" else 0
+                nodes = math.floor(uncommitted / (per_node * tps))
+                uncommitted -= nodes * per_node * tps
                 held[(name, gpu)] = nodes
                 if nodes or sizing:
                     offers.append(_offer(name, gpu_class, CapacityType.COMMITTED, 0.6 * od, nodes))
@@ -215,39 +221,63 @@ def measure(case: problem.BlendProblem, decompose: bool, repeat: int) -> tuple[d
         seconds.append(time.perf_counter() - started)
     assert result is not None
     cost = horizon_cost(case, result)
-    return {
-        "status": result.status.value,
-        "mip_gap": result.mip_gap,
-        "horizon_cost_dollars": None if cost is None else round(cost, 2),
-        "penalty_dollars": round(case.change_penalty_dollars_per_node * node_changes(case, result), 2)
-        if result.has_solution
-        else None,
-        "median_seconds": statistics.median(seconds),
-        "runs_seconds": seconds,
-        "message": result.message,
-    }, result
+    broken = check.violations(case, result) if result.has_solution else []
+    return (
+        {
+            "status": result.status.value,
+            "violations": len(broken),  # constraints the plan breaks, by core.check (0 for a valid plan)
+            "first_violations": broken[:3],
+            "mip_gap": result.mip_gap,
+            "horizon_cost_dollars": None if cost is None else round(cost, 2),
+            "penalty_dollars": round(case.change_penalty_dollars_per_node * node_changes(case, result), 2)
+            if result.has_solution
+            else None,
+            "lower_bound_dollars": getattr(result, "lower_bound_dollars", None),
+            "median_seconds": statistics.median(seconds),
+            "runs_seconds": seconds,
+            "message": result.message,
+        },
+        result,
+    )
+
+
+def _model_module() -> Any:
+    """The planner's module with ``build`` and ``solve`` (``core.model``; ``core.blend`` before it)."""
+    for name in ("sunblend.core.model", "sunblend.core.blend"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "build") and hasattr(module, "solve"):
+            return module
+    return None
 
 
 def lp_bound(case: problem.BlendProblem) -> tuple[float | None, float, str]:
     """Lower bound on the horizon cost: the LP relaxation of the monolithic model.
 
-    Its objective less the planner's tie-break on its nodes, plus the sunk commitments that the
-    model leaves out as constant (not when sizing: there the held nodes are in the objective).
-    Returns (bound, seconds, note); the bound is None when the planner's API does not allow it.
+    Its objective less the planner's tie-break on its nodes, plus what the model leaves out as
+    constant (the sunk commitments, when not sizing them). Returns (bound, seconds, note); the
+    bound is None when the planner's API does not allow it.
     """
     started = time.perf_counter()
+    milp = _model_module()
+    if milp is None:
+        return None, 0.0, "no LP bound: the planner has no build/solve functions"
     try:
-        model = blend.build(case, tuple(range(case.horizon)), relax_integers=True)
-        status = blend.solve(case, model, case.solver.time_limit_seconds, relaxed=True)
+        model = milp.build(case, tuple(range(case.horizon)), relax_integers=True)
+        status = milp.solve(case, model, max(LP_TIME_LIMIT_SECONDS, case.solver.time_limit_seconds), relaxed=True)
         if status.value != "Optimal":
             return None, time.perf_counter() - started, f"LP relaxation {status.value}"
         objective = model.lp.objective
         value = float(objective.value() or 0.0)
-        epsilon = float(getattr(blend, "NODE_EPSILON", 0.0))
-        value -= epsilon * sum(float(v.varValue or 0.0) for v in model.nodes.values())
-        if not case.size_commitments and not objective.constant:
-            value += case.committed_sunk_dollars_per_hour * case.horizon
-    except (AttributeError, TypeError, ValueError, blend.PlanningError) as error:
+        value -= float(getattr(milp, "NODE_EPSILON", 0.0)) * sum(float(v.varValue or 0.0) for v in model.nodes.values())
+        if not objective.constant:
+            constant = getattr(case, "constant_dollars_per_hour", None)
+            if constant is None:  # before the planner said what its objective leaves out
+                constant = 0.0 if case.size_commitments else case.committed_sunk_dollars_per_hour
+            value += float(constant) * case.horizon
+    except (AttributeError, TypeError, ValueError, RuntimeError, getattr(milp, "PlanningError", RuntimeError)) as error:
         return None, time.perf_counter() - started, f"no LP bound: {error}"
     return value, time.perf_counter() - started, ""
 
@@ -274,6 +304,8 @@ def met(row: dict[str, Any], time_limit: float) -> bool | None:
     seconds, status, gap = ours["median_seconds"], ours["status"], ours["mip_gap"]
     if goal is None:
         return None
+    if ours["violations"]:
+        return False  # a plan that breaks a constraint meets nothing
     if goal == "< 50 ms":
         return bool(status in ("Optimal", "Feasible") and seconds < 0.05)
     if goal == "Optimal, < 2 s":
@@ -335,6 +367,12 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _status(figures: Mapping[str, Any]) -> str:
+    """The status, marked when the plan breaks constraints."""
+    status = str(figures["status"])
+    return f"{status} [red]({figures['violations']} broken)[/]" if figures["violations"] else status
+
+
 def table(rows: Sequence[Mapping[str, Any]], repeat: int) -> Table:
     """The results as a rich table."""
     out = Table(title=f"Planner against the monolithic MILP (median of {repeat} run(s); gap: reported MIP gap)")
@@ -361,11 +399,11 @@ def table(rows: Sequence[Mapping[str, Any]], repeat: int) -> Table:
         out.add_row(
             row["case"],
             "-" if bought is None else f"{bought['spot_dollars']:,.0f} / {bought['on_demand_dollars']:,.0f}",
-            ours["status"],
+            _status(ours),
             _gap(ours["mip_gap"]),
             _money(ours["horizon_cost_dollars"]),
             _seconds(ours["median_seconds"]),
-            mono["status"],
+            _status(mono),
             _gap(mono["mip_gap"]),
             _money(mono["horizon_cost_dollars"]),
             _seconds(mono["median_seconds"]),
@@ -379,7 +417,9 @@ def table(rows: Sequence[Mapping[str, Any]], repeat: int) -> Table:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--out", default="bench/results/planner.json")
+    parser.add_argument(
+        "--out", default=None, help="JSON results (default bench/results/planner.json; planner-quick.json with --quick)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per case and planner; medians reported")
     parser.add_argument("--time-limit", type=float, default=10.0, help="solver time limit per plan, seconds")
     parser.add_argument("--quick", action="store_true", help="small sizes only, one run each")
@@ -414,7 +454,7 @@ def main() -> int:
         "time_limit_seconds": args.time_limit,
         "cases": rows,
     }
-    out = Path(args.out)
+    out = Path(args.out or ("bench/results/planner-quick.json" if args.quick else "bench/results/planner.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     Console(width=200).print(table(rows, repeat))
