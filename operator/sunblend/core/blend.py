@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from sunblend.core import assemble, coupled, explain, greedy
+from sunblend.core import assemble, coupled, greedy, hourly
 from sunblend.core.changes import penalty_dollars
 from sunblend.core.deadline import Deadline
-from sunblend.core.model import RELAXABLE, ZERO, BlockResult, NodeCounts, PlanningError, build, extract, solve
+from sunblend.core.model import ZERO, NodeCounts, PlanningError, build, solve
 from sunblend.core.plan import Marginal, Plan, SolveStatus
 from sunblend.core.problem import BlendProblem
 
@@ -89,58 +89,6 @@ def marginals(problem: BlendProblem, hours: tuple[int, ...], deadline: Deadline 
     return tuple(m for m in found if abs(m.dollars_per_hour) > ZERO or m.subject == "budget")
 
 
-def _resolver(deadline: Deadline) -> explain.Resolver:
-    def resolve(
-        problem: BlendProblem, hours: tuple[int, ...], leave_out: tuple[str, ...]
-    ) -> tuple[SolveStatus, NodeCounts]:
-        if deadline.expired():
-            return SolveStatus.ERROR, {}
-        model = build(problem, hours, leave_out=leave_out)
-        status = solve(problem, model, deadline.share(len(RELAXABLE)))
-        return status, extract(problem, model, status).nodes
-
-    return resolve
-
-
-def solve_hours(
-    problem: BlendProblem, deadline: Deadline, leave_out: Iterable[str] = ()
-) -> dict[tuple[int, ...], BlockResult]:
-    """Solve every hour on its own; hours with identical demand share one solve.
-
-    Each solve gets an equal share of the time left, so the last hour is planned in time too.
-    """
-    results: dict[tuple[int, ...], BlockResult] = {}
-    solved: dict[tuple[float, ...], tuple[int, BlockResult]] = {}
-    skip = tuple(leave_out)
-    for t in range(problem.horizon):
-        signature = tuple(problem.demand[r][t] for r in problem.regions)
-        if signature in solved and t != 0:  # hour 0 always gets its own solve: its binding rows are reported
-            source, result = solved[signature]
-            results[(t,)] = _shift(result, source, t)
-            continue
-        model = build(problem, (t,), leave_out=skip)
-        status = solve(problem, model, deadline.share(problem.horizon - t))
-        result = extract(problem, model, status)
-        if status is SolveStatus.INFEASIBLE:
-            message = explain.infeasible(problem, (t,), _resolver(deadline))
-            result = BlockResult(status, message=message)
-        results[(t,)] = result
-        solved.setdefault(signature, (t, result))
-    return results
-
-
-def _shift(result: BlockResult, source: int, target: int) -> BlockResult:
-    return BlockResult(
-        status=result.status,
-        nodes={(i, target): n for (i, t), n in result.nodes.items() if t == source},
-        routed={(u, s, target): y for (u, s, t), y in result.routed.items() if t == source},
-        committed=result.committed,
-        gap=result.gap,
-        message=result.message,
-        bound=result.bound,
-    )
-
-
 def objective_dollars(result: Plan, problem: BlendProblem, nodes: NodeCounts) -> float:
     """What the planner minimises, in dollars: the horizon's cost plus the change penalty."""
     return result.total_dollars + penalty_dollars(problem, nodes)
@@ -168,9 +116,9 @@ def plan(problem: BlendProblem, decompose: bool = True, clock: Callable[[], floa
         if not decompose:
             found = coupled.monolithic(problem, deadline)
         elif coupled_hours(problem):
-            found = coupled.plan_horizon(problem, deadline, solve_hours)
+            found = coupled.plan_horizon(problem, deadline)
         else:
-            results = solve_hours(problem, deadline)
+            results = hourly.solve_hours(problem, deadline)
             found = coupled.Found.of_blocks(problem, results, coupled.lower_bound(problem, results.values()))
     except PlanningError as error:
         fallback = greedy.plan(problem)

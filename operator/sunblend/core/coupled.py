@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sunblend.api.spec import CapacityType
+from sunblend.core import hourly
 from sunblend.core.changes import node_changes, penalty_dollars
 from sunblend.core.deadline import Deadline
 from sunblend.core.model import CHANGES, BlockResult, NodeCounts, build, extract, solve
@@ -31,12 +32,15 @@ from sunblend.core.problem import BlendProblem, OfferKey
 
 # Integer variables up to which the whole horizon is solved as one MILP, seeded with the best plan.
 WHOLE_HORIZON_INTEGERS = 3000
+# Shares of the time left for the hourly relaxation and for each plan built from it; the rest
+# goes to improving the best plan.
+HOURLY_SHARE = 0.3
+CANDIDATE_SHARE = 0.25
 # Integer variables in one window of hours re-planned with its neighbours fixed.
 WINDOW_INTEGERS = 400
 
 Routed = Mapping[tuple[str, str, int], float]
 Hours = tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]]  # node counts and routes
-HourSolver = Callable[[BlendProblem, Deadline, Iterable[str]], dict[tuple[int, ...], BlockResult]]
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,8 @@ class _Best:
     how: str = ""
 
     def offer(self, nodes: NodeCounts, routed: Routed, committed: Mapping[int, int], how: str) -> None:
-        """Keep this plan if it keeps the cap and beats the best so far."""
-        if not _keeps_cap(self.problem, nodes):
+        """Keep this plan if it plans every hour, keeps the cap and beats the best so far."""
+        if {t for _, t in nodes} != set(range(self.problem.horizon)) or not _keeps_cap(self.problem, nodes):
             return
         dollars = objective(self.problem, nodes, committed)
         if dollars < self.dollars - 1e-9:
@@ -175,11 +179,10 @@ def rolling(
             return None
         before = None if t == 0 else _by_key(problem, nodes, t - 1)
         hour = problem.window(t, t + 1, before)
-        model = build(hour, (0,))
-        status = solve(hour, model, deadline.share(2 * (problem.horizon - t)))
-        if status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        result = hourly.solve_hour(hour, 0, (), deadline.share(2 * (problem.horizon - t)), deadline)
+        if result.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             return None
-        more_nodes, more_routed = _shifted(extract(hour, model, status), t)
+        more_nodes, more_routed = _shifted(result, t)
         nodes.update(more_nodes)
         routed.update(more_routed)
     return nodes, routed
@@ -207,7 +210,7 @@ def constant(
     return nodes, routed
 
 
-def _price_ratio_holds(problem: BlendProblem, hourly: Mapping[tuple[int, ...], BlockResult]) -> dict[int, int]:
+def _price_ratio_holds(problem: BlendProblem, by_hour: Mapping[tuple[int, ...], BlockResult]) -> dict[int, int]:
     """Commitments the hourly plans use often enough to pay for: hold h if used in over p_c / p_od of hours."""
     holds = {}
     for i, o in enumerate(problem.offers):
@@ -222,7 +225,7 @@ def _price_ratio_holds(problem: BlendProblem, hourly: Mapping[tuple[int, ...], B
             ),
             None,
         )
-        used = sorted(r.committed.get(i, 0) for r in hourly.values())
+        used = sorted(r.committed.get(i, 0) for r in by_hour.values())
         if not used or on_demand is None or on_demand <= 0:
             holds[i] = o.committed_nodes
             continue
@@ -233,26 +236,27 @@ def _price_ratio_holds(problem: BlendProblem, hourly: Mapping[tuple[int, ...], B
 
 
 def _candidates(
-    problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver, hourly: Mapping[tuple[int, ...], BlockResult]
+    problem: BlendProblem, deadline: Deadline, by_hour: Mapping[tuple[int, ...], BlockResult]
 ) -> tuple[_Best, float | None]:
     """Plans that keep every constraint, built from the hourly relaxation; and what holding today's costs."""
     best = _Best(problem)
     if not problem.size_commitments:
-        nodes, routed = _merge(hourly)
-        best.offer(nodes, routed, {}, "the hourly plans")
-        for nodes, routed in _operate_plans(problem, deadline, None):
+        if status_of(by_hour.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+            nodes, routed = _merge(by_hour)
+            best.offer(nodes, routed, {}, "the hourly plans")
+        for nodes, routed in _operate_plans(problem, deadline, hours_alone=False):
             best.offer(nodes, routed, {}, "each hour planned from the one before")
         return best, None
     today = {i: o.committed_nodes for i, o in enumerate(problem.offers) if o.capacity_type is CapacityType.COMMITTED}
     held_only: float | None = None
     choices = [
         ("the commitments held now", today),
-        ("commitments the hourly plans use often enough to pay for", _price_ratio_holds(problem, hourly)),
+        ("commitments the hourly plans use often enough to pay for", _price_ratio_holds(problem, by_hour)),
     ]
     for how, held in choices:
         if how != choices[0][0] and held == today:
             continue
-        for nodes, routed in _operate_plans(_holding(problem, held), deadline, solve_hours):
+        for nodes, routed in _operate_plans(_holding(problem, held), deadline, hours_alone=True):
             best.offer(nodes, routed, held, how)
             if held == today and _keeps_cap(problem, nodes):
                 dollars = objective(problem, nodes, held)
@@ -260,20 +264,16 @@ def _candidates(
     return best, held_only
 
 
-def _operate_plans(problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver | None) -> list[Hours]:
+def _operate_plans(problem: BlendProblem, deadline: Deadline, hours_alone: bool) -> list[Hours]:
     """Plans with fixed commitments: hour by hour (when nothing else couples), rolling, or constant."""
     plans = []
-    if (
-        solve_hours is not None
-        and problem.max_node_changes_per_hour is None
-        and problem.change_penalty_dollars_per_node == 0
-    ):
-        results = solve_hours(problem, deadline, ())
+    if hours_alone and problem.max_node_changes_per_hour is None and problem.change_penalty_dollars_per_node == 0:
+        results = hourly.solve_hours(problem, deadline.part(CANDIDATE_SHARE), ())
         if status_of(results.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             plans.append(_merge(results))
         return plans
-    if solve_hours is not None:
-        results = solve_hours(problem, deadline, (CHANGES,))
+    if hours_alone:
+        results = hourly.solve_hours(problem, deadline.part(CANDIDATE_SHARE), (CHANGES,))
         if status_of(results.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             plans.append(_merge(results))
     found = rolling(problem, deadline)
@@ -354,23 +354,23 @@ def monolithic(problem: BlendProblem, deadline: Deadline) -> Found:
     return Found(status, result.nodes, result.routed, result.committed, bound, model.gap, "1 block", result.binding)
 
 
-def plan_horizon(problem: BlendProblem, deadline: Deadline, solve_hours: HourSolver) -> Found:
+def plan_horizon(problem: BlendProblem, deadline: Deadline) -> Found:
     """The best plan for a coupled horizon found before the deadline, with its proven lower bound."""
-    hourly = solve_hours(problem, deadline, (CHANGES,))
-    status = status_of(hourly.values())
+    by_hour = hourly.solve_hours(problem, deadline.part(HOURLY_SHARE), (CHANGES,))
+    status = status_of(by_hour.values())
     if status is SolveStatus.INFEASIBLE:
-        return Found.of_blocks(problem, hourly, None)  # the hours alone relax the whole: it is infeasible too
-    bound = lower_bound(problem, hourly.values())
-    first = hourly.get((0,))
+        return Found.of_blocks(problem, by_hour, None)  # the hours alone relax the whole: it is infeasible too
+    bound = lower_bound(problem, by_hour.values())
+    first = by_hour.get((0,))
     binding = first.binding if first is not None else ()
     if (
         status is SolveStatus.OPTIMAL
         and not problem.size_commitments
         and problem.change_penalty_dollars_per_node == 0
-        and _keeps_cap(problem, _merge(hourly)[0])
+        and _keeps_cap(problem, _merge(by_hour)[0])
     ):
-        return Found.of_blocks(problem, hourly, bound)  # the relaxation's optimum keeps the cap: optimal
-    best, held_only = _candidates(problem, deadline, solve_hours, hourly)
+        return Found.of_blocks(problem, by_hour, bound)  # the relaxation's optimum keeps the cap: optimal
+    best, held_only = _candidates(problem, deadline, by_hour)
     whole_status, whole_bound = SolveStatus.ERROR, None
     small = _integers(problem, problem.horizon) <= WHOLE_HORIZON_INTEGERS
     if small and not deadline.expired():

@@ -32,6 +32,10 @@ class Deadline:
         """Whether no time is left."""
         return self.remaining() <= 0.0
 
+    def part(self, fraction: float) -> Deadline:
+        """A deadline sooner than this one: ``fraction`` of the time left from now."""
+        return Deadline(self._clock, self.remaining() * fraction)
+
     def share(self, solves_left: int) -> float:
         """A fair time limit for the next of ``solves_left`` solves."""
         return max(self.remaining() / max(solves_left, 1), SHORTEST_SOLVE_SECONDS)

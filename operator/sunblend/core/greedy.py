@@ -92,21 +92,31 @@ def _region_nodes(problem: BlendProblem, region: str, tokens_per_second: float) 
     return nodes
 
 
+def hour_plan(problem: BlendProblem, t: int) -> tuple[dict[tuple[int, int], int], dict[tuple[str, str, int], float]]:
+    """Node counts and routes of hour ``t``: each region serving its own users where it can."""
+    index = {o: i for i, o in enumerate(problem.offers)}
+    nodes: dict[tuple[int, int], int] = {(i, t): 0 for i in range(len(problem.offers))}
+    routed: dict[tuple[str, str, int], float] = {}
+    served = _served(problem, t)
+    for (user, server), demand in served.items():
+        routed[(user, server, t)] = demand
+    for region in problem.regions:
+        load = sum(d for (_, server), d in served.items() if server == region)
+        if not problem.offers_in(region):
+            continue
+        for offer, count in _region_nodes(problem, region, load).items():
+            nodes[(index[offer], t)] = count
+    return nodes, routed
+
+
 def plan(problem: BlendProblem) -> Plan:
     """A feasible plan (budget and change cap aside) built without a solver."""
-    index = {o: i for i, o in enumerate(problem.offers)}
     nodes: dict[tuple[int, int], int] = {}
     routed: dict[tuple[str, str, int], float] = {}
     for t in range(problem.horizon):
-        served = _served(problem, t)
-        for (user, server), demand in served.items():
-            routed[(user, server, t)] = demand
-        for region in problem.regions:
-            load = sum(d for (_, server), d in served.items() if server == region)
-            if not problem.offers_in(region):
-                continue
-            for offer, count in _region_nodes(problem, region, load).items():
-                nodes[(index[offer], t)] = count
+        more_nodes, more_routed = hour_plan(problem, t)
+        nodes.update(more_nodes)
+        routed.update(more_routed)
     result = assemble.plan_of(problem, SolveStatus.FEASIBLE, SOLVER, nodes, routed)
     broken = broken_constraints(problem, result, nodes)
     if broken:

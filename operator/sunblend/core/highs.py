@@ -79,6 +79,29 @@ HORIZON: dict[str, bool | float | str] = {}
 GRACE_SECONDS = 0.5
 
 
+def _highs(
+    model: highspy.HighsLp, time_limit: float, relative_gap: float, options: Mapping[str, bool | float | str]
+) -> highspy.Highs:
+    highs = highspy.Highs()  # type: ignore[no-untyped-call]
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("threads", 1)
+    highs.setOptionValue("time_limit", max(float(time_limit), 0.01))
+    highs.setOptionValue("mip_rel_gap", float(relative_gap))
+    for name, value in options.items():
+        highs.setOptionValue(name, value)
+    highs.passModel(model)
+    return highs
+
+
+def _consistent(highs: highspy.Highs, model: highspy.HighsLp) -> bool:
+    """Whether the solution HiGHS returns has the objective value it reports."""
+    if highs.getInfo().primal_solution_status != _FOUND:
+        return True
+    value = float(np.dot(model.col_cost_, np.asarray(highs.getSolution().col_value)))
+    reported = float(highs.getInfo().objective_function_value)
+    return abs(value - reported) <= 1e-6 * max(1.0, abs(reported))
+
+
 def _run_bounded(highs: highspy.Highs, time_limit: float) -> bool:
     """Run HiGHS in a worker thread; cancel it at the time limit. Whether it finished in time."""
     highs.HandleUserInterrupt = True
@@ -113,14 +136,7 @@ def solve(
     integer = [not relaxed and v.cat == pulp.LpInteger for v in columns]
     if any(integer):
         model.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous for i in integer]
-    highs = highspy.Highs()  # type: ignore[no-untyped-call]
-    highs.setOptionValue("output_flag", False)
-    highs.setOptionValue("threads", 1)
-    highs.setOptionValue("time_limit", max(float(time_limit), 0.01))
-    highs.setOptionValue("mip_rel_gap", float(relative_gap))
-    for name, value in options.items():
-        highs.setOptionValue(name, value)
-    highs.passModel(model)
+    highs = _highs(model, time_limit, relative_gap, options)
     if start and any(integer):
         known = [(index[name], value) for name, value in start.items() if name in index]
         highs.setSolution(
@@ -130,6 +146,12 @@ def solve(
         )
     if not _run_bounded(highs, max(float(time_limit), 0.01)):
         return Outcome(SolveStatus.ERROR)
+    if start and any(integer) and not _consistent(highs, model):
+        # HiGHS 1.16 can hand back the start instead of what it found when presolve solves the
+        # whole model; such models are tiny, so solve again without the start.
+        highs = _highs(model, time_limit, relative_gap, options)
+        if not _run_bounded(highs, max(float(time_limit), 0.01)):
+            return Outcome(SolveStatus.ERROR)
     verdict = highs.getModelStatus()
     info = highs.getInfo()
     if verdict in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):

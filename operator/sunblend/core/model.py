@@ -65,6 +65,7 @@ class BlockResult:
     gap: float | None = None
     message: str = ""
     bound: float | None = None  # proven lower bound on the block's objective (node and hold costs)
+    objective: float | None = None  # the block's objective value
 
 
 def _row(model: BlockModel, constraint: pulp.LpConstraint, kind: str, hour: int, subject: str) -> None:
@@ -293,4 +294,13 @@ def extract(problem: BlendProblem, model: BlockModel, status: SolveStatus) -> Bl
                 offer = problem.offers[int(subject)]
                 subject = f"{offer.gpu_class} in {offer.region}"
             binding.append(explain.describe_row(kind, subject))
-    return BlockResult(status, nodes, routed, committed, tuple(dict.fromkeys(binding)), model.gap, bound=model.bound)
+    return BlockResult(
+        status,
+        nodes,
+        routed,
+        committed,
+        tuple(dict.fromkeys(binding)),
+        model.gap,
+        bound=model.bound,
+        objective=model.objective,
+    )
