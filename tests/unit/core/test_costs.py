@@ -219,3 +219,55 @@ def test_a_coupled_plan_is_never_worse_than_a_constant_plan_anyone_could_write()
     assert plan.keeps_every_constraint
     assert plan.total_dollars <= 324.0 + 1e-6
     assert plan.mip_gap is not None and plan.lower_bound_dollars is not None
+
+
+def test_the_time_limit_bounds_the_whole_planning_time_on_a_week_of_a_large_coupled_pool():
+    # 8 regions x 4 classes x 168 hours with a change penalty: far too big to solve in 2 s. The
+    # planner must still return a plan that keeps every constraint, within 2 s of wall-clock time
+    # (plus what Python needs to assemble it), and say how far from the bound it is.
+    import time
+
+    from sunblend.core import check
+
+    regions = [
+        pools.region(f"r{i}", tz=tz, base=20000 + 3000 * i, peak=90000 + 5000 * i) for i, tz in enumerate(ZONES8)
+    ]
+    classes = [
+        {
+            **pools.gpu_class(f"g{k}", gpus_per_node=n, spot=0.4 * price, onDemand=price),
+            "tokensPerSecondPerReplica": tps,
+        }
+        for k, (n, price, tps) in enumerate([(8, 8.9, 2400), (8, 3.4, 1100), (4, 1.9, 700), (8, 0.8, 250)])
+    ]
+    latencies = [{"from": a["name"], "to": b["name"], "milliseconds": 40} for a, b in zip(regions, regions[1:])]
+    problem = pools.blend_problem(
+        regions=regions,
+        gpuClasses=classes,
+        policy={
+            "headroom": 0.2,
+            "maxSpotFraction": 0.6,
+            "spotLossServedFraction": 0.5,
+            "minReplicasPerRegion": 2,
+            "changePenaltyDollarsPerNode": 10,
+            "routing": {"maxLatencyMs": 50, "latencies": latencies},
+        },
+        planning={"horizonHours": 168, "timeLimitSeconds": 2},
+    )
+    started = time.perf_counter()
+    plan = blend.plan(problem)
+    elapsed = time.perf_counter() - started
+    assert plan.has_solution and check.violations(problem, plan) == []
+    assert elapsed < 2.0 + 0.5, f"planning took {elapsed:.2f} s against a 2 s limit"
+    assert plan.solve_seconds <= 2.0
+
+
+ZONES8 = [
+    "Asia/Kolkata",
+    "Europe/London",
+    "America/New_York",
+    "Asia/Tokyo",
+    "Europe/Berlin",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+]
