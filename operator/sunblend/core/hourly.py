@@ -11,6 +11,7 @@ relaxation of a coupled horizon, and each hour re-planned from the one before).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 
 from sunblend.core import explain, greedy, rounding
@@ -98,14 +99,24 @@ def solve_hour(
         return _solve_hour(problem, t, skip, limit, deadline, start)
     penalised = CHANGES not in skip and t == 0
     candidates: list[tuple[float, NodeCounts, dict[tuple[str, str, int], float]]] = []
+    lp_bound = relaxed.objective
     rounded = rounding.round_hour(problem, relaxed, t)
+    tighter = _tighter_caps(problem, skip, t) if rounded is None else []
+    for cap in tighter:
+        # Rounding adds node changes: plan the LP under a lower cap to leave room for them.
+        narrower = dataclasses.replace(problem, max_node_changes_per_hour=cap)
+        relaxed = build(narrower, (t,), leave_out=skip, relax_integers=True)
+        if solve(narrower, relaxed, limit / 6, relaxed=True) is not SolveStatus.OPTIMAL:
+            break
+        rounded = rounding.round_hour(problem, relaxed, t)
+        if rounded is not None:
+            break
     if rounded is not None:
         routes = {key: float(v.varValue or 0.0) for key, v in relaxed.routed.items()}
         candidates.append((_dollars(problem, rounded, penalised), rounded, routes))
     greedy_nodes, greedy_routes = greedy.hour_plan(problem, t)
     if rounding.within_limits(problem, greedy_nodes, t):
         candidates.append((_dollars(problem, greedy_nodes, penalised), greedy_nodes, greedy_routes))
-    lp_bound = relaxed.objective
     if not candidates:
         return _solve_hour(problem, t, skip, limit, deadline, start)
     dollars, nodes, routes = min(candidates, key=lambda c: c[0])
@@ -121,6 +132,13 @@ def solve_hour(
     if result.status is SolveStatus.INFEASIBLE:
         return result
     return BlockResult(SolveStatus.FEASIBLE, nodes, routes, gap=gap, bound=bound, objective=dollars)
+
+
+def _tighter_caps(problem: BlendProblem, skip: tuple[str, ...], t: int) -> list[int]:
+    cap = problem.max_node_changes_per_hour
+    if cap is None or CHANGES in skip or t != 0 or not problem.current_nodes:
+        return []
+    return sorted({math.floor(cap * share) for share in (0.7, 0.4)} - {cap}, reverse=True)
 
 
 def _dollars(problem: BlendProblem, nodes: NodeCounts, penalised: bool) -> float:

@@ -29,21 +29,29 @@ def _per_token(offer: Offer) -> float:
 def round_hour(problem: BlendProblem, model: BlockModel, t: int) -> dict[tuple[int, int], int] | None:
     """Whole node counts for hour ``t`` from a solved LP relaxation ``model``; None if they break a limit."""
     offers = problem.offers
+    # With node changes priced or capped, round toward what runs now rather than up.
+    toward = problem.current_nodes if t == 0 and problem.current_nodes and _coupled(problem) else None
     nodes: dict[tuple[int, int], int] = {}
     for (i, hour), variable in model.nodes.items():
         if hour != t:
             continue
         value = float(variable.varValue or 0.0)
         o = offers[i]
-        if o.capacity_type is CapacityType.SPOT:
-            count = math.floor(value + ZERO)
+        low, high = math.floor(value + ZERO), math.ceil(value - ZERO)
+        if toward is not None and o.capacity_type is not CapacityType.COMMITTED:
+            now = toward.get(o.key, 0)
+            count = low if abs(low - now) <= abs(high - now) else high
+        elif o.capacity_type is CapacityType.SPOT:
+            count = low
         elif o.capacity_type is CapacityType.COMMITTED:
-            count = min(math.ceil(value - ZERO), o.committed_nodes)
+            count = min(high, o.committed_nodes)
         else:
-            count = math.ceil(value - ZERO)
+            count = high
         if o.max_nodes is not None:
             count = min(count, o.max_nodes)
         nodes[(i, t)] = count
+    if toward is not None:
+        _keep_spot_share(problem, nodes, t)
     served: dict[str, float] = {}
     for (_, server, hour), variable in model.routed.items():
         if hour == t:
@@ -54,6 +62,26 @@ def round_hour(problem: BlendProblem, model: BlockModel, t: int) -> dict[tuple[i
     if not within_limits(problem, nodes, t):
         return None
     return nodes
+
+
+def _coupled(problem: BlendProblem) -> bool:
+    return problem.max_node_changes_per_hour is not None or problem.change_penalty_dollars_per_node > 0
+
+
+def _keep_spot_share(problem: BlendProblem, nodes: dict[tuple[int, int], int], t: int) -> None:
+    """Take spot nodes away, most expensive first, until each region keeps ``maxSpotFraction``."""
+    f = problem.max_spot_fraction
+    for region in problem.regions:
+        in_region = [i for i, o in enumerate(problem.offers) if o.region == region]
+        spot = [i for i in in_region if problem.offers[i].capacity_type is CapacityType.SPOT]
+        spot.sort(key=lambda i: problem.offers[i].dollars_per_node_hour, reverse=True)
+        for i in spot:
+            while nodes[(i, t)] > 0:
+                spot_gpus = sum(nodes[(j, t)] * problem.offers[j].gpus_per_node for j in spot)
+                all_gpus = sum(nodes[(j, t)] * problem.offers[j].gpus_per_node for j in in_region)
+                if spot_gpus <= f * all_gpus + ZERO:
+                    break
+                nodes[(i, t)] -= 1
 
 
 def _repair(problem: BlendProblem, region: str, served: float, nodes: dict[tuple[int, int], int], t: int) -> bool:
