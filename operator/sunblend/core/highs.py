@@ -77,6 +77,8 @@ HORIZON: dict[str, bool | float | str] = {}
 # A run that ignores its time limit (HiGHS checks it only between some steps) is cancelled, and
 # if it still runs this much later it is left to finish in the background and not waited for.
 GRACE_SECONDS = 0.5
+# Models up to this many columns run without the worker thread.
+DIRECT_COLUMNS = 2000
 
 
 def _highs(
@@ -102,8 +104,15 @@ def _consistent(highs: highspy.Highs, model: highspy.HighsLp) -> bool:
     return abs(value - reported) <= 1e-6 * max(1.0, abs(reported))
 
 
-def _run_bounded(highs: highspy.Highs, time_limit: float) -> bool:
-    """Run HiGHS in a worker thread; cancel it at the time limit. Whether it finished in time."""
+def _run_bounded(highs: highspy.Highs, time_limit: float, columns: int) -> bool:
+    """Run HiGHS; a large model in a worker thread, cancelled at the time limit. Whether it finished in time.
+
+    Small models (one hour of a pool) keep their time limit on their own, and a thread costs
+    about a millisecond to start: they run directly.
+    """
+    if columns <= DIRECT_COLUMNS:
+        highs.run()
+        return True
     highs.HandleUserInterrupt = True
     worker = threading.Thread(target=highs.run, daemon=True)
     worker.start()
@@ -144,13 +153,13 @@ def solve(
             np.array([i for i, _ in known], dtype=np.int32),
             np.array([v for _, v in known], dtype=float),
         )
-    if not _run_bounded(highs, max(float(time_limit), 0.01)):
+    if not _run_bounded(highs, max(float(time_limit), 0.01), len(columns)):
         return Outcome(SolveStatus.ERROR)
     if start and any(integer) and not _consistent(highs, model):
         # HiGHS 1.16 can hand back the start instead of what it found when presolve solves the
         # whole model; such models are tiny, so solve again without the start.
         highs = _highs(model, time_limit, relative_gap, options)
-        if not _run_bounded(highs, max(float(time_limit), 0.01)):
+        if not _run_bounded(highs, max(float(time_limit), 0.01), len(columns)):
             return Outcome(SolveStatus.ERROR)
     verdict = highs.getModelStatus()
     info = highs.getInfo()

@@ -51,6 +51,7 @@ def solve_hours(
     distinct = len({tuple(problem.demand[r][t] for r in problem.regions) for t in range(problem.horizon)})
     pass_ends = deadline.elapsed() + deadline.remaining() * FIRST_PASS
     overhead = 0.0
+    misses, rounds = 0, True
     for t in range(problem.horizon):
         signature = tuple(problem.demand[r][t] for r in problem.regions)
         if signature in solved and t != 0:  # hour 0 always gets its own solve: its binding rows are reported
@@ -65,7 +66,10 @@ def solve_hours(
         limit = max((pass_ends - began) / left - overhead, SHORTEST_SOLVE_SECONDS)
         # Seeded with the greedy plan of the hour, so that even a short solve returns a plan.
         start, _ = greedy.hour_plan(problem, t)
-        results[(t,)] = solve_hour(problem, t, skip, min(limit, deadline.remaining()), deadline, start)
+        results[(t,)] = solve_hour(problem, t, skip, min(limit, deadline.remaining()), deadline, start, rounds)
+        # Rounding that never proves an hour (a small pool: few nodes per region) costs an LP per hour.
+        misses = 0 if results[(t,)].message == ROUNDED else misses + 1
+        rounds = misses < ROUNDING_TRIES
         # What an hour costs beyond its solver time (building, rounding): kept out of the next limits.
         overhead = max(0.8 * overhead + 0.2 * (deadline.elapsed() - began - limit), 0.0)
         solved.setdefault(signature, t)
@@ -73,6 +77,10 @@ def solve_hours(
     return results
 
 
+# An hour's plan that is its LP relaxation rounded; after this many hours in a row that rounding
+# does not prove, the remaining hours go straight to the MILP.
+ROUNDED = "rounded LP relaxation"
+ROUNDING_TRIES = 3
 # Share of the time left that the first pass over the hours may use.
 FIRST_PASS = 0.5
 
@@ -84,6 +92,7 @@ def solve_hour(
     limit: float,
     deadline: Deadline,
     start: NodeCounts | None = None,
+    rounds: bool = True,
 ) -> BlockResult:
     """Plan hour ``t`` within ``limit`` seconds: the LP relaxation rounded if proven close enough, else the MILP.
 
@@ -91,7 +100,7 @@ def solve_hour(
     time, that plan is the hour's (Feasible, with the LP's bound). Hour 0 always gets the MILP:
     its binding rows are reported. ``start`` is unused when the LP gives a plan of its own.
     """
-    if problem.size_commitments:
+    if problem.size_commitments or not rounds:
         return _solve_hour(problem, t, skip, limit, deadline, start)
     relaxed = build(problem, (t,), leave_out=skip, relax_integers=True)
     status = solve(problem, relaxed, limit / 3, relaxed=True)
@@ -123,7 +132,7 @@ def solve_hour(
     bound = min(lp_bound, dollars)
     gap = 0.0 if dollars <= 0 else (dollars - bound) / dollars
     if t != 0 and gap <= problem.solver.relative_gap:
-        return BlockResult(SolveStatus.OPTIMAL, nodes, routes, gap=gap, bound=bound, objective=dollars)
+        return BlockResult(SolveStatus.OPTIMAL, nodes, routes, gap=gap, message=ROUNDED, bound=bound, objective=dollars)
     result = _solve_hour(problem, t, skip, max(limit * 2 / 3, SHORTEST_SOLVE_SECONDS), deadline, nodes)
     if result.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
         if result.bound is not None and result.bound < bound:
