@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -239,7 +240,7 @@ def test_the_time_limit_bounds_the_whole_planning_time_on_a_week_of_a_large_coup
         }
         for k, (n, price, tps) in enumerate([(8, 8.9, 2400), (8, 3.4, 1100), (4, 1.9, 700), (8, 0.8, 250)])
     ]
-    latencies = [{"from": a["name"], "to": b["name"], "milliseconds": 40} for a, b in zip(regions, regions[1:])]
+    latencies = [{"from": a["name"], "to": b["name"], "milliseconds": 40} for a, b in itertools.pairwise(regions)]
     problem = pools.blend_problem(
         regions=regions,
         gpuClasses=classes,
