@@ -23,7 +23,7 @@ from sunblend.core.plan import Marginal, Plan, SolveStatus
 from sunblend.core.problem import BlendProblem
 
 # Share of the time limit kept back for the work after the solves (duals, assembling the plan).
-RESERVE = 0.05
+RESERVE = 0.1
 
 
 def validate(problem: BlendProblem) -> list[str]:

@@ -258,8 +258,7 @@ def test_the_time_limit_bounds_the_whole_planning_time_on_a_week_of_a_large_coup
     plan = blend.plan(problem)
     elapsed = time.perf_counter() - started
     assert plan.has_solution and check.violations(problem, plan) == []
-    assert elapsed < 2.0 + 0.5, f"planning took {elapsed:.2f} s against a 2 s limit"
-    assert plan.solve_seconds <= 2.0
+    assert elapsed < 2.0 * 1.2, f"planning took {elapsed:.2f} s against a 2 s limit"
 
 
 ZONES8 = [
