@@ -4,15 +4,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/follow-the-sun-india-uk.yaml
+IMAGE_ARCHIVE ?= out/sunblend-image.oci.tar
 
 .PHONY: demo demo-down plan test crd bench bench-reconcile bench-simulate bench-agent clean prometheus cluster cluster-build cluster-down
 
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing sunblend with its dev tools"
+# Every dependency, transitive ones included, is pinned with its hashes in $(LOCK), for Python 3.11+
+# on any platform; `make lock` writes it with uv from pyproject.toml. `pip check` fails when the lock
+# lacks a dependency that pyproject.toml names, or pins a version outside its bounds.
+LOCK := requirements.lock
+UV_VERSION := 0.13.8
+UV := $(VENV)/uv-$(UV_VERSION)/bin/uv
+
+$(STAMP): pyproject.toml $(LOCK)
+	@echo "==> creating $(VENV) and installing the versions pinned in $(LOCK)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	@touch $(STAMP)
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)/uv-$(UV_VERSION)
+	$(VENV)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
+
+.PHONY: lock
+## lock: re-pin $(LOCK) from pyproject.toml, keeping every pin that still fits;
+## `make lock UPGRADE=numpy` moves one package (and what it needs) to its newest version
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" --output-file $(LOCK) $(if $(UPGRADE),--upgrade-package $(UPGRADE))
 
 ## demo: the main job: local control plane, chart, kwok GPU nodes, operator, India/UK pool
 demo: $(STAMP)
@@ -68,6 +88,12 @@ bench-agent: $(STAMP)
 ## bench-reconcile: apply-to-Ready latency and operator memory with 1, 100 and 1,000 pools
 bench-reconcile: $(STAMP) cluster-build
 	$(BIN)/python bench/reconcile.py --out bench/results/reconcile.json
+
+.PHONY: image
+## image: the operator's OCI image archive, built without Docker (mmdebstrap, umoci; installed when
+## missing; needs root): a cached Debian layer, then the locked wheels in /opt/sunblend, user 65532
+image: $(STAMP)
+	PYTHON=$(BIN)/python LOCK=$(LOCK) IMAGE_ARCHIVE=$(IMAGE_ARCHIVE) bash hack/image.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

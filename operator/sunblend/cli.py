@@ -1,6 +1,8 @@
 """The ``sunblend`` command: ``plan`` a pool from YAML, print the ``crd``.
 
-Bad input ends with a message naming the field and exit code 2, never a traceback.
+Bad input ends with a message naming the field and exit code 2, never a traceback. With ``-o json``
+or ``-o yaml`` stdout carries only the document (the solver's banner goes to stderr); tables piped
+to a file or a script keep every figure whole.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 
+import sunblend
 from sunblend.api import crd, load
 from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import blend, problem
@@ -70,7 +72,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     elif args.output == "yaml":
         print(yaml.safe_dump(document.plan_document(result, name), sort_keys=False), end="")
     else:
-        table.render(result, name, dict(blend_problem.time_zones), Console())
+        table.render(result, name, dict(blend_problem.time_zones), table.console())
     if args.png:
         from sunblend.present import chart  # matplotlib is slow to import; only when asked
 
@@ -123,10 +125,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--policy: {args.policy!r} is not one of all, {', '.join(policies.POLICIES)}")
     results = sim_run.compare(pool.spec, blend_problem, replay, names)
     documents = [doc for _, doc in results]
+    one_or_all = documents if len(documents) > 1 else documents[0]
     if args.output == "json":
-        print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2))
+        print(json.dumps(one_or_all, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(one_or_all, sort_keys=False), end="")
     else:
-        table.render_simulation(documents, Console())
+        table.render_simulation(documents, table.console())
     if args.png:
         from sunblend.present import chart
 
@@ -182,6 +187,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             interruption_rules=Path(args.interruption_rules) if args.interruption_rules else None,
             clock_offset_seconds=args.clock_offset_seconds,
             clock_speed=args.clock_speed,
+            leader_election=args.leader_election,
+            lease_name=args.lease_name,
+            lease_namespace=args.lease_namespace,
+            identity=args.identity,
         )
     )
     return 0
@@ -227,13 +236,19 @@ def _prometheus(args: argparse.Namespace) -> Any:
     )
 
 
+_OUTPUT_HELP = "table for people (default); json or yaml for scripts: stdout then carries only the document"
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser."""
+    from sunblend.sim import policies
+
     top = argparse.ArgumentParser(prog="sunblend", description="Plan GPU capacity for LLM inference pools.")
+    top.add_argument("--version", action="version", version=f"%(prog)s {sunblend.__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="plan an InferencePool YAML file")
     plan.add_argument("pool", help="InferencePool YAML, as applied with kubectl")
-    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help=_OUTPUT_HELP)
     plan.add_argument("--at", help="plan from this ISO 8601 time instead of now")
     plan.add_argument("--png", help="write a chart of GPUs by capacity type per region")
     plan.set_defaults(run=cmd_plan)
@@ -241,6 +256,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--peering", help="peer with other replicas under this KopfPeering name (default: standalone)")
     run.add_argument("--priority", type=int, help="peering priority (default: derived from the pod name)")
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding a coordination.k8s.io Lease, so that of several replicas one acts (default: on)",
+    )
+    run.add_argument("--lease-name", default="sunblend-leader", help="name of the leader Lease (sunblend-leader)")
+    run.add_argument(
+        "--lease-namespace",
+        help="namespace of the leader Lease (default: the operator's: $POD_NAMESPACE, the service account's, "
+        "or the kubeconfig context's)",
+    )
+    run.add_argument("--identity", help="this replica's name in the Lease (default: $POD_NAME, else hostname-pid)")
     run.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="liveness endpoint URL ('' to disable)")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 to disable)")
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
@@ -298,13 +326,18 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--demand", required=True, help="demand CSV: timestamp, region, tokens_per_second")
     sim.add_argument("--spot", help="spot CSV: timestamp, region, gpu_class, available_gpus")
     sim.add_argument("--prices", help="prices CSV: timestamp, region, gpu_class, capacity_type, usd_per_gpu_hour")
-    sim.add_argument("--policy", default="all", help="a policy name, or all (default)")
+    sim.add_argument(
+        "--policy",
+        choices=("all", *policies.POLICIES),
+        default="all",
+        help="the capacity policy to replay, or all of them side by side (default: all)",
+    )
     sim.add_argument("--step", default="1m", help="simulation step (default 1m)")
     sim.add_argument("--tokens-per-request", type=float, help="for demand given in requests_per_second")
     sim.add_argument("--on-demand-delay", default="3m", help="on-demand provisioning delay (default 3m)")
     sim.add_argument("--spot-delay", default="5m", help="spot provisioning delay (default 5m)")
     sim.add_argument("--preemption-notice", default="2m", help="spot preemption notice (default 2m)")
-    sim.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    sim.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help=_OUTPUT_HELP)
     sim.add_argument("--png", help="draw demand against capacity by capacity type, a panel per region")
     sim.set_defaults(run=cmd_simulate)
     from sunblend.agent import run as agent_run

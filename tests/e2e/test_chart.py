@@ -45,14 +45,31 @@ def test_a_typo_in_values_fails_against_the_closed_schema(helm):
     assert "additional properties 'prot' not allowed" in run.stderr
 
 
-def test_several_replicas_need_peering(helm):
-    run = _helm(helm, "template", "t", str(CHART), "--set", "replicaCount=2")
-    assert run.returncode != 0 and "needs peering.enabled=true" in run.stderr
-    run = _helm(helm, "template", "t", str(CHART), "--set", "replicaCount=2", "--set", "peering.enabled=true")
+def test_several_replicas_need_an_election(helm):
+    # Two replicas by default, with Lease leader election; no ClusterKopfPeering unless asked for.
+    run = _helm(helm, "template", "t", str(CHART))
     assert run.returncode == 0, run.stderr
     documents = [d for d in yaml.safe_load_all(run.stdout) if d]
-    kinds = {d["kind"] for d in documents}
-    assert {"ClusterKopfPeering", "CustomResourceDefinition", "Deployment"} <= kinds
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert "ClusterKopfPeering" not in {d["kind"] for d in documents}
+    run = _helm(helm, "template", "t", str(CHART), "--set", "replicaCount=2", "--set", "leaderElection.enabled=false")
+    assert run.returncode != 0 and "needs leaderElection.enabled=true" in run.stderr
+    run = _helm(
+        helm,
+        "template",
+        "t",
+        str(CHART),
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "peering.enabled=true",
+    )
+    assert run.returncode == 0, run.stderr
+    documents = [d for d in yaml.safe_load_all(run.stdout) if d]
+    assert {"ClusterKopfPeering", "CustomResourceDefinition", "Deployment"} <= {d["kind"] for d in documents}
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     assert "--peering=sunblend" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 

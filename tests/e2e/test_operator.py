@@ -55,7 +55,8 @@ def test_each_example_becomes_ready_with_a_plan_within_10_seconds(operator, name
     status = pool["status"]
     assert elapsed < 10
     assert status["solveStatus"] == "Optimal"
-    assert status["costDollarsPerHour"] > 0 and 0 < status["savingsPercent"] < 100
+    # This hour's savings depend on the hour (at night a pool may run all on-demand); the horizon's do not.
+    assert status["costDollarsPerHour"] > 0 and 0 <= status["savingsPercent"] < 100
     assert status["horizonHours"] == 24 and 0 < status["horizonSavingsPercent"] < 100
     assert status["current"] and len(status["nextHours"]) == 24
     assert {c["type"] for c in status["conditions"]} == {

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sunblend import cli
+from sunblend.api.spec import ActuationMode, NodeProviderName
 from tests.unit import pools
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,3 +276,78 @@ def test_json_on_stdout_parses_with_the_standard_parser(args):
     assert run.returncode == 0, run.stderr
     json.loads(run.stdout)
     assert "Running HiGHS" in run.stderr
+
+
+def _piped(*args: str) -> str:
+    """Run ``sunblend`` with stdout to a pipe and a narrow $COLUMNS, as a script or ``| less`` would."""
+    run = subprocess.run(
+        [sys.executable, "-m", "sunblend.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "", "COLUMNS": "40"},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_a_piped_plan_table_keeps_every_figure_whole(capsys):
+    example = "examples/follow-the-sun-india-uk.yaml"
+    assert cli.main(["plan", example, "--at", AT, "-o", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    out = _piped("plan", example, "--at", AT, "-o", "table")
+    assert "…" not in out
+    assert f"${plan['thisHour']['costDollars']:,.2f}" in out and f"${plan['horizon']['costDollars']:,.2f}" in out
+    assert "savings vs all on-demand" in out and "Running HiGHS" not in out
+
+
+SIM_ARGS = ["examples/follow-the-sun-india-uk.yaml", "--demand", "tests/data/sim/demand.csv", "--policy", "on-demand"]
+
+
+def test_a_piped_simulation_table_keeps_every_figure_whole(capsys):
+    assert cli.main(["simulate", *SIM_ARGS, "-o", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    out = _piped("simulate", *SIM_ARGS, "-o", "table")
+    assert "…" not in out
+    assert "on-demand $" in out and "node changes" in out and "preempted" in out
+    assert f"{result['costDollars']:,.0f}" in out and f"{result['servedRatio']:.4%}" in out
+
+
+def test_a_skipped_policy_gives_its_whole_reason_below_the_table(capsys):
+    args = ["simulate", "examples/follow-the-sun-india-uk.yaml", "--demand", str(SIM_DATA / "demand.csv")]
+    assert cli.main([*args, "--policy", "reserved-peak"]) == 0
+    out = capsys.readouterr().out
+    assert "reserved-peak: skipped: reserved-peak needs a committed price" in out and "…" not in out
+
+
+def test_yaml_on_stdout_parses_for_plan_and_simulate():
+    plan = yaml.safe_load(_piped("plan", "examples/minimal.yaml", "--at", AT, "-o", "yaml"))
+    assert plan["status"] == "Optimal"
+    simulation = yaml.safe_load(_piped("simulate", *SIM_ARGS, "-o", "yaml"))
+    assert simulation["policy"] == "on-demand" and simulation["steps"] > 0
+
+
+def test_help_lists_every_choice_a_user_must_know(capsys):
+    from sunblend.sim import policies
+
+    with pytest.raises(SystemExit):
+        cli.main(["simulate", "--help"])
+    simulate_help = capsys.readouterr().out
+    assert "{all," + ",".join(policies.POLICIES) + "}" in simulate_help
+    assert "{table,json,yaml}" in simulate_help
+    with pytest.raises(SystemExit):
+        cli.main(["plan", "--help"])
+    assert "{table,json,yaml}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    run_help = capsys.readouterr().out
+    for choices in (ActuationMode, NodeProviderName):
+        assert "{" + ",".join(choice.value for choice in choices) + "}" in run_help
+
+
+def test_an_unknown_policy_exits_2_naming_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["simulate", *SIM_ARGS[:3], "--policy", "cheapest"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'cheapest'" in capsys.readouterr().err

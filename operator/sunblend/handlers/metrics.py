@@ -64,6 +64,13 @@ API_WRITES = prom.Counter(
     registry=REGISTRY,
 )
 
+LEADER = prom.Gauge(
+    "sunblend_leader",
+    "1 while this replica holds the leader Lease and acts, 0 while it follows (always 1 without leader election).",
+    ["identity"],
+    registry=REGISTRY,
+)
+
 
 def count(kinds: list[str], reasons: list[str]) -> None:
     """Count one step's commands and events."""

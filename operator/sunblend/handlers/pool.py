@@ -6,6 +6,10 @@ its thread pool. No handler blocks deletion and there are no per-object timers o
 kopf never adds a finalizer. Instead one loop per operator (``Replanner``) steps every pool
 every ``LOOP_SECONDS`` from the latest bodies kopf has seen: the decision engine plans at each
 hour (and 8 minutes ahead of it) and scales between plans.
+
+Only the replica holding the leader Lease runs kopf at all (``startup``, ``leader``); both paths
+also check ``memo["leading"]`` before they step a pool, so a leader whose Lease has lapsed writes
+nothing in the moment before it exits.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ def _now(memo: Mapping[str, Any]) -> dt.datetime:
     return clock() if clock is not None else dt.datetime.now(dt.UTC)
 
 
+def _leading(memo: Mapping[str, Any]) -> bool:
+    leading: Callable[[], bool] | None = memo.get("leading")
+    return leading is None or leading()
+
+
 def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, seconds: float) -> None:
     meta = body["metadata"]
     if outcome.plan is not None or "conditions" not in outcome.status or "plannedHour" in outcome.status:
@@ -49,6 +58,8 @@ def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, second
 @kopf.on.update(*RESOURCE, field="spec")
 def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any) -> None:
     """Step a pool when it appears or changes (plan again), or when the operator restarts (continue)."""
+    if not _leading(memo):  # the leader Lease lapsed: this replica is about to exit; the new leader handles it
+        raise kopf.TemporaryError("this replica no longer holds the leader Lease", delay=LOOP_SECONDS)
     started = time.perf_counter()
     services: reconcile.Services = memo["services"]
     changed = None if reason == "resume" else True
@@ -139,6 +150,8 @@ class Replanner:
         services: reconcile.Services = self._memo["services"]
         pools: dict[tuple[str, str], str] = self._memo["pools"]
         for key, text in list(pools.items()):
+            if not _leading(self._memo):
+                break  # the leader Lease lapsed: write nothing more
             body = json.loads(text)
             if not handled(body):
                 continue

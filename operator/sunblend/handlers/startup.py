@@ -1,9 +1,11 @@
-"""Starts the operator: kopf settings, Kubernetes login, metrics server, liveness probe, peering.
+"""Starts the operator: metrics server, leader election, kopf settings, Kubernetes login, liveness probe.
 
 ``sunblend run`` calls ``run``. kopf's bookkeeping (handler progress and the last handled spec)
-is kept in ``status.kopf``, not in the user's annotations. kopf has no Lease-based leader
-election: several replicas must run with peering and distinct priorities (derived here from the
-pod name), or one replica runs ``--standalone``.
+is kept in ``status.kopf``, not in the user's annotations. With leader election (the default),
+the replica first waits for the leader Lease (``leader``), serving its liveness endpoint and
+metrics meanwhile, and only then starts kopf; it exits if it loses the Lease, and releases it
+when it stops. kopf's own peering (priority-based, derived here from the pod name) remains
+available with ``--peering``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from sunblend.actuate.providers import karpenter
 from sunblend.actuate.providers import registry as providers
 from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
-from sunblend.handlers import metrics, pool
+from sunblend.handlers import leader, metrics, pool
 from sunblend.loop import measure, reconcile
 from sunblend.observe import prometheus, snapshot
 
@@ -56,6 +60,10 @@ class Options:
     interruption_rules: Path | None = None
     clock_offset_seconds: float = 0.0  # tests and demos move the operator's clock; 0 in production
     clock_speed: float = 1.0  # demos run it faster; 1 in production
+    leader_election: bool = True  # act only while holding the leader Lease
+    lease_name: str = leader.DEFAULT_LEASE_NAME
+    lease_namespace: str | None = None  # None: the operator's namespace (leader.default_namespace)
+    identity: str | None = None  # None: the pod's name, else hostname-pid (leader.default_identity)
 
 
 def pod_priority(pod_name: str) -> int:
@@ -92,21 +100,26 @@ class _CountingApiClient(client.ApiClient):
         return super().call_api(method, *args, **kwargs)
 
 
-def _kubernetes() -> client.ApiClient:
+def _login() -> None:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+def _kubernetes() -> client.ApiClient:
+    _login()
     return _CountingApiClient()
 
 
-def _configure(options: Options) -> Any:
+def _configure(options: Options, identity: str) -> Any:
     @kopf.on.startup()
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
         settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandledConfiguration")
         settings.posting.level = logging.WARNING  # our own events only, plus kopf's warnings
         settings.posting.reporting_component = "sunblend"
+        settings.posting.reporting_instance = identity  # which replica posted an event
         settings.execution.max_workers = options.max_workers
         settings.watching.server_timeout = 300
         # kopf gives each pool a shallow copy of this memo: containers made here are shared by all
@@ -145,8 +158,6 @@ def _configure(options: Options) -> Any:
         writer = status_writer.StatusWriter(client.CustomObjectsApi(api), client.CoreV1Api(api))
         memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)
         memo["replanner"].start()
-        if options.metrics_port is not None:
-            metrics.serve(options.metrics_port, options.metrics_address)
 
     @kopf.on.cleanup()
     def stop_replanner(memo: kopf.Memo, **_: Any) -> None:
@@ -161,21 +172,65 @@ def _configure(options: Options) -> Any:
     return configure
 
 
+def _lost_leadership() -> None:
+    """Leave at once, as client-go's callers do: a handler still running must not write as a non-leader."""
+    logging.shutdown()
+    os._exit(1)
+
+
+def _elect(options: Options, identity: str) -> leader.Elector | None:
+    """Wait for the leader Lease, serving liveness meanwhile; None if told to stop first."""
+    _login()
+    namespace = options.lease_namespace or leader.default_namespace()
+    store = leader.KubernetesLeases(client.CoordinationV1Api(client.ApiClient()), namespace, options.lease_name)
+    elector = leader.Elector(store, identity)
+    logging.getLogger(__name__).info("%s: waiting for Lease %s/%s", identity, namespace, options.lease_name)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with leader.following(options.liveness_endpoint, elector):
+            if not elector.wait_until_leading(stop):
+                return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    elector.keep_leading(on_lost=_lost_leadership)
+    return elector
+
+
 def run(options: Options) -> None:
-    """Run the operator until interrupted."""
+    """Run the operator until interrupted; with leader election, only while holding the Lease."""
     kopf.configure(debug=os.environ.get("SUNBLEND_DEBUG") == "1")  # kopf's plain log format on stderr, INFO and up
-    _configure(options)
+    identity = options.identity or leader.default_identity()
+    _configure(options, identity)
+    if options.metrics_port is not None:
+        metrics.serve(options.metrics_port, options.metrics_address)
+    metrics.LEADER.labels(identity).set(0 if options.leader_election else 1)
+    memo = kopf.Memo()
+    elector = None
+    if options.leader_election:
+        elector = _elect(options, identity)
+        if elector is None:
+            return
+        memo["leading"] = elector.leading
     priority = options.priority
     if priority is None and not options.standalone:
         priority = pod_priority(os.environ.get("POD_NAME") or os.uname().nodename)
-    kopf.run(
-        clusterwide=options.clusterwide and not options.namespaces,
-        namespaces=list(options.namespaces),
-        standalone=options.standalone,
-        priority=priority,
-        # Naming a peering makes it mandatory in kopf (it pauses until the peering CRD exists),
-        # so a standalone operator names none.
-        peering_name=None if options.standalone else options.peering_name,
-        liveness_endpoint=options.liveness_endpoint,
-        memo=kopf.Memo(),
-    )
+    settings = kopf.OperatorSettings()
+    try:
+        kopf.run(
+            clusterwide=options.clusterwide and not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=options.standalone,
+            priority=priority,
+            # Naming a peering makes it mandatory in kopf (it pauses until the peering CRD exists),
+            # so a standalone operator names none.
+            peering_name=None if options.standalone else options.peering_name,
+            liveness_endpoint=options.liveness_endpoint,
+            settings=settings,
+            memo=memo,
+        )
+    finally:
+        if elector is not None:
+            settings.execution.executor.shutdown(wait=True)  # no handler still writing once the Lease is given up
+            elector.release()

@@ -1,6 +1,13 @@
-"""A ``Plan`` as rich tables for the terminal: the current hour, routes, and the day ahead."""
+"""A ``Plan`` as rich tables for the terminal: the current hour, routes, and the day ahead.
+
+On a terminal the tables fit its width. Piped to a file or a script, they are as wide as their
+content, so no figure is ever cut short to "139…".
+"""
 
 from __future__ import annotations
+
+import sys
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -9,6 +16,9 @@ from rich.text import Text
 from sunblend.api.spec import CapacityType
 from sunblend.core import forecast
 from sunblend.core.plan import Plan, SolveStatus
+
+PIPED_WIDTH = 10_000
+"""Columns a console that writes to a file or a pipe may use: more than any table needs."""
 
 _STATUS_STYLE = {
     SolveStatus.OPTIMAL: "bold green",
@@ -117,6 +127,15 @@ def _insight(plan: Plan) -> Table | None:
     return table
 
 
+def console(file: TextIO | None = None) -> Console:
+    """A console for ``file`` (stdout by default): the terminal's width, or unbounded when not a terminal."""
+    stream = file or sys.stdout
+    terminal = Console(file=stream)
+    if terminal.is_terminal:
+        return terminal
+    return Console(file=stream, width=PIPED_WIDTH)
+
+
 def render(plan: Plan, pool: str, time_zones: dict[str, str], console: Console) -> None:
     """Print ``plan`` to ``console``."""
     parts: list[Text | Table] = [_headline(plan, pool)]
@@ -145,9 +164,11 @@ def render_simulation(documents: list[dict[str, object]], console: Console) -> N
     )
     for title, _ in columns:
         result.add_column(title, justify="left" if title == "policy" else "right")
+    skipped = []
     for doc in documents:
         if "skipped" in doc:
-            result.add_row(str(doc["policy"]), f"skipped: {doc['skipped']}", *[""] * (len(columns) - 2))
+            result.add_row(str(doc["policy"]), "skipped", *[""] * (len(columns) - 2))
+            skipped.append(Text(f"{doc['policy']}: skipped: {doc['skipped']}", style="yellow"))
             continue
         cells = []
         for _, key in columns:
@@ -161,4 +182,4 @@ def render_simulation(documents: list[dict[str, object]], console: Console) -> N
             else:
                 cells.append(str(value))
         result.add_row(*cells)
-    console.print(result)
+    console.print(Group(result, *skipped))
