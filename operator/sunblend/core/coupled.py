@@ -210,6 +210,176 @@ def constant(
     return nodes, routed
 
 
+def ramped(problem: BlendProblem, by_hour: Mapping[tuple[int, ...], BlockResult]) -> Hours | None:
+    """The hourly plans, reached within the cap: nodes added early, removed late, one change at a time.
+
+    Backward, an hour that would add more nodes than the cap allows has the hour before start
+    adding them. Forward from the nodes running now, each hour first adds what its regions need
+    to serve the demand its hourly plan routes there (capacity, spot loss, replicas), then spends
+    what is left of the cap moving toward its hourly plan, removing the dearest surplus first.
+    Every hour keeps its rows with its hourly plan's routes. None if an hour cannot be served
+    within the cap, or goes over budget.
+    """
+    cap = problem.max_node_changes_per_hour
+    if cap is None or status_of(by_hour.values()) not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        return None
+    horizon, count = problem.horizon, len(problem.offers)
+    target = [[by_hour[(t,)].nodes.get((i, t), 0) for i in range(count)] for t in range(horizon)]
+    cheap = sorted(range(count), key=lambda i: problem.offers[i].dollars_per_node_hour)
+    for t in range(horizon - 2, -1, -1):  # add early
+        while _moves(target[t], target[t + 1]) > cap:
+            grow = next((i for i in cheap if target[t + 1][i] > target[t][i] and _may_add(problem, target[t], i)), None)
+            if grow is None:
+                break
+            target[t][grow] += 1
+    served = [_served(by_hour[(t,)], t) for t in range(horizon)]
+    before = [problem.current_nodes.get(o.key, 0) for o in problem.offers] if problem.current_nodes else None
+    plan: dict[tuple[int, int], int] = {}
+    for t in range(horizon):
+        stepped = list(target[t]) if before is None else _step_toward(problem, before, target[t], served[t], cap, cheap)
+        if stepped is None:
+            return None
+        now = stepped
+        if not _within_budget(problem, now):
+            return None
+        plan.update({(i, t): n for i, n in enumerate(now)})
+        before = now
+    routed = {key: y for result in by_hour.values() for key, y in result.routed.items()}
+    return plan, routed
+
+
+def _served(result: BlockResult, t: int) -> dict[str, float]:
+    load: dict[str, float] = {}
+    for (_, server, hour), y in result.routed.items():
+        if hour == t:
+            load[server] = load.get(server, 0.0) + y
+    return load
+
+
+def _step_toward(
+    problem: BlendProblem,
+    before: list[int],
+    target: list[int],
+    served: Mapping[str, float],
+    cap: int,
+    cheap: list[int],
+) -> list[int] | None:
+    """One hour's nodes: at most ``cap`` changes from ``before``, serving ``served``, toward ``target``."""
+    now = list(before)
+    moves = 0
+    for region in problem.regions:
+        while not _region_serves(problem, now, region, served.get(region, 0.0)):
+            grow = next(
+                (
+                    i
+                    for i in cheap
+                    if problem.offers[i].region == region and now[i] < target[i] and _may_add(problem, now, i)
+                ),
+                None,
+            )
+            if grow is None:
+                grow = next(
+                    (
+                        i
+                        for i in cheap
+                        if problem.offers[i].region == region
+                        and problem.offers[i].capacity_type is CapacityType.ON_DEMAND
+                        and _may_add(problem, now, i)
+                    ),
+                    None,
+                )
+            if grow is None or moves >= cap:
+                return None
+            now[grow] += 1
+            moves += 1
+    dear = list(reversed(cheap))
+    while moves < cap:
+        drop = next(
+            (i for i in dear if now[i] > target[i] and _still_serves(problem, now, i, served)),
+            None,
+        )
+        if drop is not None:
+            now[drop] -= 1
+            moves += 1
+            continue
+        grow = next((i for i in cheap if now[i] < target[i] and _may_add(problem, now, i)), None)
+        if grow is None:
+            break
+        now[grow] += 1
+        moves += 1
+    return now
+
+
+def _still_serves(problem: BlendProblem, now: list[int], i: int, served: Mapping[str, float]) -> bool:
+    region = problem.offers[i].region
+    now[i] -= 1
+    ok = _region_serves(problem, now, region, served.get(region, 0.0))
+    now[i] += 1
+    return ok
+
+
+def _region_serves(problem: BlendProblem, now: list[int], region: str, load: float) -> bool:
+    """Whether ``region``'s nodes keep its rows for ``load`` tokens/s routed there."""
+    in_region = [i for i, o in enumerate(problem.offers) if o.region == region]
+    if not in_region:
+        return True
+    offers = problem.offers
+    capacity = sum(now[i] * offers[i].tokens_per_second_per_node for i in in_region)
+    steady = sum(
+        now[i] * offers[i].tokens_per_second_per_node
+        for i in in_region
+        if offers[i].capacity_type is not CapacityType.SPOT
+    )
+    replicas = sum(now[i] * offers[i].replicas_per_node for i in in_region)
+    gpus = sum(now[i] * offers[i].gpus_per_node for i in in_region)
+    spot = sum(now[i] * offers[i].gpus_per_node for i in in_region if offers[i].capacity_type is CapacityType.SPOT)
+    return (
+        capacity >= (1 + problem.headroom) * load - 1e-6
+        and steady >= problem.spot_loss_served_fraction * load - 1e-6
+        and replicas >= problem.min_replicas_per_region
+        and spot <= problem.max_spot_fraction * gpus + 1e-9
+    )
+
+
+def _within_budget(problem: BlendProblem, now: list[int]) -> bool:
+    if problem.budget_dollars_per_hour is None:
+        return True
+    spend = sum(
+        n * o.dollars_per_node_hour
+        for n, o in zip(now, problem.offers, strict=True)
+        if o.capacity_type is not CapacityType.COMMITTED
+    )
+    spend += sum(
+        o.partial_node_dollars_per_hour
+        for n, o in zip(now, problem.offers, strict=True)
+        if o.capacity_type is CapacityType.COMMITTED and o.partial_node_dollars_per_hour > 0 and n >= o.committed_nodes
+    )
+    return spend + problem.constant_dollars_per_hour <= problem.budget_dollars_per_hour + 1e-6
+
+
+def _moves(before: list[int], after: list[int]) -> int:
+    return sum(abs(a - b) for a, b in zip(before, after, strict=True))
+
+
+def _may_add(problem: BlendProblem, counts: list[int], i: int) -> bool:
+    """Whether one more node of offer ``i`` keeps its region's spot share and what can be had."""
+    o = problem.offers[i]
+    if o.max_nodes is not None and counts[i] + 1 > o.max_nodes:
+        return False
+    if o.capacity_type is CapacityType.COMMITTED:
+        return counts[i] + 1 <= o.committed_nodes
+    if o.capacity_type is not CapacityType.SPOT:
+        return True
+    in_region = [j for j, other in enumerate(problem.offers) if other.region == o.region]
+    gpus = sum(counts[j] * problem.offers[j].gpus_per_node for j in in_region) + o.gpus_per_node
+    spot = sum(
+        counts[j] * problem.offers[j].gpus_per_node
+        for j in in_region
+        if problem.offers[j].capacity_type is CapacityType.SPOT
+    )
+    return spot + o.gpus_per_node <= problem.max_spot_fraction * gpus + 1e-9
+
+
 def _price_ratio_holds(problem: BlendProblem, by_hour: Mapping[tuple[int, ...], BlockResult]) -> dict[int, int]:
     """Commitments the hourly plans use often enough to pay for: hold h if used in over p_c / p_od of hours."""
     holds = {}
@@ -244,6 +414,9 @@ def _candidates(
         if status_of(by_hour.values()) in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
             nodes, routed = _merge(by_hour)
             best.offer(nodes, routed, {}, "the hourly plans")
+        ramp = ramped(problem, by_hour)
+        if ramp is not None:
+            best.offer(*ramp, {}, "the hourly plans with nodes added early and removed late to keep the cap")
         for nodes, routed in _operate_plans(problem, deadline, hours_alone=False):
             best.offer(nodes, routed, {}, "each hour planned from the one before")
         return best, None

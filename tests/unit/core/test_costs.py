@@ -271,3 +271,32 @@ ZONES8 = [
     "Australia/Sydney",
     "America/Sao_Paulo",
 ]
+
+
+def test_a_rise_faster_than_the_cap_is_met_by_adding_nodes_early():
+    # 1 node runs now; demand jumps to 9 nodes at hour 3, and at most 3 nodes may change an hour.
+    # The hourly plans alone would jump 1 -> 9; the ramp adds 3 an hour from hour 1.
+    import time
+
+    from sunblend.core import check, coupled, hourly
+    from sunblend.core.changes import node_changes
+    from sunblend.core.deadline import Deadline
+    from sunblend.core.model import CHANGES
+
+    problem = pools.blend_problem(
+        regions=[pools.region("r1", base=100)],
+        gpuClasses=[pools.gpu_class(onDemand=3.0)],
+        policy={**POLICY, "maxNodeChangesPerHour": 3},
+        planning={"horizonHours": 4},
+    )
+    key = problem.offers[0].key
+    problem = dataclasses.replace(problem, demand={"r1": (100.0, 100.0, 100.0, 900.0)}, current_nodes={key: 1})
+    by_hour = hourly.solve_hours(problem, Deadline(time.perf_counter, 5.0), (CHANGES,))
+    ramp = coupled.ramped(problem, by_hour)
+    assert ramp is not None
+    nodes, _ = ramp
+    assert [nodes[(0, t)] for t in range(4)] == [1, 3, 6, 9]
+    assert all(node_changes(problem, nodes, t) <= 3 for t in range(4))
+    plan = blend.plan(problem)
+    assert plan.keeps_every_constraint and check.violations(problem, plan) == []
+    assert plan.total_dollars == pytest.approx(3.0 * (1 + 3 + 6 + 9))
