@@ -285,22 +285,29 @@ def planned_generation(pool: dict[str, Any]) -> int:
 class NodesReadyTracker:
     """Watches the namespace's pools and the kwok nodes; records when each expected pool first has
     its planned nodes Ready (a plan for at least the expected generation, at least as many Ready,
-    untainted nodes per region and capacity type as planned)."""
+    untainted nodes per region and capacity type as planned). With ``watch_nodes=False`` it watches
+    only the pools (subclasses that need no nodes, e.g. Advisory mode in bench/load.py)."""
 
-    def __init__(self, api: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str) -> None:
+    def __init__(
+        self, api: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, watch_nodes: bool = True
+    ) -> None:
         self.done: dict[str, float] = {}
         self.planned: dict[str, dict[tuple[str, str], int]] = {}
         self._api, self._core, self._namespace = api, core, namespace
         self._pools: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, client.V1Node] = {}
+        # The same nodes by their sunblend.dev/pool label, so that checking a pool reads its own
+        # nodes only (with 1,000 pools, scanning every node on every event costs seconds of CPU).
+        self._pool_nodes: dict[str, dict[str, client.V1Node]] = {}
         self._expected: dict[str, int] = {}  # pool -> least generation its plan must be for
         self.flaps = 0  # times a kwok node's Ready condition left True
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._watch, args=(self._pool_events, self._on_pool), daemon=True),
-            threading.Thread(target=self._watch, args=(self._node_events, self._on_node), daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._watch, args=(self._pool_events, self._on_pool), daemon=True)]
+        if watch_nodes:
+            self._threads.append(
+                threading.Thread(target=self._watch, args=(self._node_events, self._on_node), daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -363,15 +370,19 @@ class NodesReadyTracker:
             self._check([name])
 
     def _on_node(self, kind: str, node: client.V1Node) -> None:
+        name = node.metadata.name
+        pool = (node.metadata.labels or {}).get("sunblend.dev/pool")
         with self._lock:
             if kind == "DELETED":
-                self._nodes.pop(node.metadata.name, None)
+                self._nodes.pop(name, None)
+                self._pool_nodes.get(pool or "", {}).pop(name, None)
             else:
-                previous = self._nodes.get(node.metadata.name)
+                previous = self._nodes.get(name)
                 if previous is not None and _condition_ready(previous) and not _condition_ready(node):
                     self.flaps += 1
-                self._nodes[node.metadata.name] = node
-            pool = (node.metadata.labels or {}).get("sunblend.dev/pool")
+                self._nodes[name] = node
+                if pool is not None:
+                    self._pool_nodes.setdefault(pool, {})[name] = node
             if pool is not None:
                 self._check([pool])
 
@@ -385,9 +396,9 @@ class NodesReadyTracker:
             if not planned or planned_generation(pool) < self._expected[name]:
                 continue
             ready: dict[tuple[str, str], int] = {}
-            for node in self._nodes.values():
+            for node in self._pool_nodes.get(name, {}).values():
                 labels = node.metadata.labels or {}
-                if labels.get("sunblend.dev/pool") != name or not _node_ready(node):
+                if not _node_ready(node):
                     continue
                 key = (
                     labels.get("topology.kubernetes.io/region", ""),

@@ -139,6 +139,7 @@ def test_the_status_labels_this_hours_figures_and_the_horizons():
     assert status.savings_percent == pytest.approx(66.7)
     assert status.horizon_cost_dollars == 4.0 and status.horizon_on_demand_cost_dollars == 12.0
     assert status.horizon_savings_percent == pytest.approx(66.7) and status.horizon_hours == 2
+    assert status.gap_percent is not None and 0 <= status.gap_percent <= 1.0  # proven, as the status says
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert "this hour $3.00, 66.7% below all on-demand ($9.00)" in ready.message
     assert "over the 2 h horizon $4.00, 66.7% below all on-demand ($12.00)" in ready.message
