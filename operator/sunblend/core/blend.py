@@ -52,13 +52,6 @@ def coupled_hours(problem: BlendProblem) -> bool:
     )
 
 
-def blocks(problem: BlendProblem, together: bool) -> list[tuple[int, ...]]:
-    """The hour blocks solved separately: one per hour, or the whole horizon ``together``."""
-    if together:
-        return [tuple(range(problem.horizon))]
-    return [(t,) for t in range(problem.horizon)]
-
-
 def marginals(problem: BlendProblem, hours: tuple[int, ...], deadline: Deadline | None = None) -> tuple[Marginal, ...]:
     """Duals of the LP relaxation for the first hour: what one more unit of a limit is worth."""
     limit = problem.solver.time_limit_seconds if deadline is None else deadline.remaining()
