@@ -13,6 +13,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +22,11 @@ from sunblend.actuate import workloads
 from sunblend.core import snapshot
 
 logger = logging.getLogger(__name__)
+
+
+# The label a cordon puts on a node, valued with the uid of the pool draining it: the drain is
+# continued from it when the status write that records the drain was lost (a crash in between).
+DRAINING_LABEL = "sunblend.dev/draining"
 
 
 class DrainFailed(workloads.ActuationFailed):
@@ -61,10 +67,13 @@ class Drainer:
     def __init__(self, core: client.CoreV1Api) -> None:
         self._core = core
 
-    def cordon(self, node: str) -> None:
-        """Mark ``node`` unschedulable (idempotent)."""
+    def cordon(self, node: str, pool_uid: str = "") -> None:
+        """Mark ``node`` unschedulable (idempotent); with ``pool_uid``, label it as that pool's drain, in one write."""
+        body: dict[str, Any] = {"spec": {"unschedulable": True}}
+        if pool_uid:
+            body["metadata"] = {"labels": {DRAINING_LABEL: pool_uid}}
         try:
-            self._core.patch_node(node, {"spec": {"unschedulable": True}}, _request_timeout=workloads.TIMEOUT_SECONDS)
+            self._core.patch_node(node, body, _request_timeout=workloads.TIMEOUT_SECONDS)
         except ApiException as error:
             if error.status == 404:
                 raise NodeGone(f"cordoning node {node}: it no longer exists") from error

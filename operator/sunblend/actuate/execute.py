@@ -125,7 +125,7 @@ class Actuator:
                     self._writer.scale(namespace, command.workload_kind, command.name, command.replicas, None)
                     done.append(commands.describe(command))
                 elif isinstance(command, commands.Cordon):
-                    self._drainer.cordon(command.node)
+                    self._drainer.cordon(command.node, uid)
                     done.append(commands.describe(command))
                 else:
                     pods = [p for p in fresh.pods_on(command.node) if p.name in command.pods]

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sunblend.actuate import execute, manifests, workloads
+from sunblend.actuate import drain, execute, manifests, workloads
 from sunblend.api import constants, load, spec, status
 from sunblend.api.spec import ActuationMode
 from sunblend.core import commands, placement, policy, policy_state, problem, report, routing, snapshot
@@ -383,6 +383,12 @@ def _step(
     replicas_per_node = {o.key: o.replicas_per_node for o in base.offers}
     decided, owner = _workload_commands(pool, view, decision.commands, decision.targets, replicas_per_node)
     draining = list(previous_actuation.get("draining") or [])
+    if view.readable and uid:  # a drain whose status write was lost (a crash after the cordon): its node says so
+        draining += [
+            n.name
+            for n in view.nodes
+            if n.unschedulable and n.labels.get(drain.DRAINING_LABEL) == uid and n.name not in draining
+        ]
     recent = _recent_drains(previous_status, now)
     consolidation = placement.Consolidation((), tuple(draining))
     if view.readable:

@@ -157,9 +157,10 @@ class KwokProvider:
             due = annotations.get(constants.READY_AT_ANNOTATION)
             if due is None or dt.datetime.fromisoformat(due) > now:
                 continue
-            taints = [
-                t for t in ((read.spec.taints if read.spec else None) or []) if t.key != constants.PROVISIONING_TAINT
-            ]
+            present = (read.spec.taints if read.spec else None) or []
+            if not any(t.key == constants.PROVISIONING_TAINT for t in present):
+                continue  # booted long ago, NotReady for another reason (its kubelet): not the provider's to lift
+            taints = [t for t in present if t.key != constants.PROVISIONING_TAINT]
             body = {"spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in taints]}}
             try:
                 self._core.patch_node(node.name, body, _request_timeout=workloads.TIMEOUT_SECONDS)
