@@ -3,7 +3,9 @@
 Not a test: it writes JSON and prints a table. It converts the real public traces from
 ``--shared`` (../shared/data by default) with hack/traces/convert_shared.py unless ``--traces``
 names a converted folder, replays bench/pools/real-three-regions.yaml under each policy (the
-same engine, so every policy sees the same demand, spot and prices), and draws the runs.
+same engine, so every policy sees the same demand, spot and prices), computes the two hindsight
+bounds on the same engine (``sim.hindsight``: rows of ``kind: bound`` after the policies, each
+policy with its ``vsHindsightHourlyRatio``), and draws the runs with the hindsight-hourly GPUs.
 
     python bench/simulate.py --shared ../shared/data --out bench/results/simulate.json --png docs/simulation.png
 """
@@ -84,7 +86,11 @@ def main() -> int:
     replay = engine.Engine(blend_problem, replayed)
     setup_seconds = time.perf_counter() - started
     results = sim_run.compare(pool.spec, blend_problem, replay, args.policies.split(","))
-    documents = [doc for _, doc in results]
+    started = time.perf_counter()
+    hindsight = sim_run.bounds(replay)
+    hindsight_seconds = time.perf_counter() - started
+    documents = [doc for _, doc in results] + [doc for _, doc in hindsight]
+    sim_run.against_hindsight(documents, [doc for _, doc in hindsight])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -97,15 +103,18 @@ def main() -> int:
                 "regions": list(blend_problem.regions),
                 "steps": len(replay.times),
                 "engineSetupSeconds": round(setup_seconds, 3),
+                "hindsightSeconds": round(hindsight_seconds, 3),
                 "runs": documents,
             },
             indent=2,
         )
     )
-    table.render_simulation(documents, Console(width=160))
+    table.render_simulation(documents, Console(width=200))
     if args.png:
-        chart.draw_simulation([r for r, d in results if "skipped" not in d], blend_problem, Path(args.png))
+        hourly = sim_run.hourly_bound(hindsight)
+        chart.draw_simulation([r for r, d in results if "skipped" not in d], blend_problem, Path(args.png), hourly)
         print(f"wrote {args.png}")
+    print(f"hindsight bounds computed in {hindsight_seconds:.1f} s")
     print(f"wrote {out}")
     return 0
 

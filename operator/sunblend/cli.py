@@ -19,7 +19,7 @@ import yaml
 
 import sunblend
 from sunblend.api import crd, load
-from sunblend.api.spec import ActuationMode, NodeProviderName
+from sunblend.api.spec import ActuationMode, NodeProviderName, PlanningMode
 from sunblend.core import blend, problem
 from sunblend.present import document, table
 
@@ -92,11 +92,22 @@ def _duration(text: str, flag: str) -> dt.timedelta:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Replay traces under one policy (or all) and report cost and served demand."""
+    """Replay traces under one policy (or all) and report cost and served demand, beside the hindsight bounds.
+
+    With one policy, json and yaml give its document with the bounds under ``bounds``; with all,
+    a list of the policies' documents followed by the bounds' (``kind: bound``).
+    """
     from sunblend.sim import engine, policies, traces
     from sunblend.sim import run as sim_run
 
     pool = load.load_text(_read(args.pool))
+    if pool.spec.planning.mode is PlanningMode.SIZE_COMMITMENTS:
+        raise UsageError(
+            f"{args.pool}: spec.planning.mode is SizeCommitments: simulating it would replay commitments that are "
+            "not held. To size commitments from this history, run `sunblend advise commitments "
+            f"{args.pool} --demand {args.demand}`, put the advice in spec.commitments, and simulate with "
+            "spec.planning.mode: Operate"
+        )
     flag = "--demand"
     try:
         demand = traces.read_demand(Path(args.demand), args.tokens_per_request)
@@ -125,18 +136,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--policy: {args.policy!r} is not one of all, {', '.join(policies.POLICIES)}")
     results = sim_run.compare(pool.spec, blend_problem, replay, names)
     documents = [doc for _, doc in results]
-    one_or_all = documents if len(documents) > 1 else documents[0]
+    hindsight = sim_run.bounds(replay)
+    bound_documents = [doc for _, doc in hindsight]
+    sim_run.against_hindsight([*documents, *bound_documents], bound_documents)
+    one_or_all: object = {**documents[0], "bounds": bound_documents}
+    if len(documents) > 1:
+        one_or_all = [*documents, *bound_documents]
     if args.output == "json":
         print(json.dumps(one_or_all, indent=2))
     elif args.output == "yaml":
         print(yaml.safe_dump(one_or_all, sort_keys=False), end="")
     else:
-        table.render_simulation(documents, table.console())
+        table.render_simulation([*documents, *bound_documents], table.console())
     if args.png:
         from sunblend.present import chart
 
+        runs = [r for r, d in results if "skipped" not in d]
+        hourly = sim_run.hourly_bound(hindsight)
         try:
-            chart.draw_simulation([r for r, d in results if "skipped" not in d], blend_problem, Path(args.png))
+            chart.draw_simulation(runs, blend_problem, Path(args.png), hourly)
         except OSError as error:
             raise UsageError(f"--png: cannot write {args.png}: {error.strerror}") from None
     return 0
@@ -159,6 +177,214 @@ def cmd_crd(args: argparse.Namespace) -> int:
             raise UsageError(f"--output-file: cannot write {args.output_file}: {error.strerror}") from None
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _yaml_documents(text: str) -> list[tuple[int, str]]:
+    """The documents of a YAML stream, each with the line it starts on."""
+    found: list[tuple[int, str]] = []
+    start, lines = 1, list[str]()
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        marker = line.rstrip()
+        if marker in ("---", "...") or line.startswith("--- "):
+            found.append((start, "".join(lines)))
+            start, lines = number, [line[4:]] if line.startswith("--- ") else []
+        else:
+            lines.append(line)
+    found.append((start, "".join(lines)))
+    return [(line, part) for line, part in found if part.strip()]
+
+
+def _pools_in_file(path: str) -> list[Any]:
+    """Every InferencePool in a file: several YAML documents, or a ``kind: List`` as kubectl prints it."""
+    found = []
+    for index, (line, part) in enumerate(_yaml_documents(_read(path)), 1):
+        where = f"{path} (document {index}, line {line})"
+        try:
+            value = load.parse_yaml(part)
+            if value is None:
+                continue
+            if isinstance(value, dict) and str(value.get("kind", "")).endswith("List") and "items" in value:
+                for item_index, item in enumerate(value.get("items") or []):
+                    where = f"{path} (document {index}, line {line}), items[{item_index}]"
+                    found.append(load.parse_pool(item))
+            else:
+                found.append(load.parse_pool(value))
+        except load.InvalidPool as error:
+            raise UsageError(f"{where}: invalid InferencePool: " + "; ".join(str(e) for e in error.errors)) from None
+    return found
+
+
+def _pools_in_cluster() -> list[Any]:
+    """Every InferencePool in the cluster of the current kubeconfig; invalid ones are skipped with a warning."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from sunblend.api import constants
+
+    try:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        raise UsageError(f"--cluster: cannot load the kubeconfig: {error}") from None
+    try:
+        listed = client.CustomObjectsApi().list_cluster_custom_object(
+            constants.GROUP, constants.VERSION, constants.PLURAL, _request_timeout=30
+        )
+    except ApiException as error:
+        raise UsageError(f"--cluster: cannot list {constants.CRD_NAME}: {error.status} {error.reason}") from None
+    except (HTTPError, OSError) as error:
+        raise UsageError(f"--cluster: cannot reach the API server: {error}") from None
+    found = []
+    items: list[Any] = listed.get("items", []) if isinstance(listed, dict) else []
+    for item in items:
+        meta = item.get("metadata") or {}
+        try:
+            found.append(load.parse_pool(item))
+        except load.InvalidPool as error:
+            print(f"warning: skipping {meta.get('namespace')}/{meta.get('name')}: {error}", file=sys.stderr)
+    return found
+
+
+def _consolidation_table(advice: Sequence[Any], pools_read: int) -> str:
+    from sunblend.core import consolidation
+
+    if not advice:
+        return f"No two of the {pools_read} pool(s) read serve the same modelServer.model in overlapping regions.\n"
+    lines = []
+    for group in advice:
+        lines.append(f"{group.model}: {', '.join(group.pools)} (shared regions: {', '.join(group.shared_regions)})")
+        if group.merged_dollars is not None:
+            hours = group.horizon_hours
+            lines.append(
+                f"  {group.status.value}: ${group.separate_total_dollars / hours:,.2f}/h apart, "
+                f"${group.merged_dollars / hours:,.2f}/h merged: saves ${group.saving_dollars_per_hour:,.2f}/h "
+                f"({group.saving_ratio or 0.0:.1%}), ${group.saving_dollars:,.2f} over {hours} h "
+                f"from {group.start:%Y-%m-%d %H:%M} UTC"
+            )
+        else:
+            lines.append(f"  {group.status.value}")
+        lines += [f"  reason: {reason}" for reason in group.reasons]
+        lines += [f"  note: {note}" for note in group.notes]
+        if group.status is consolidation.GroupStatus.ADVISED:
+            lines.append(f"  {len(group.pools)} pools could share one pool; see docs/consolidation.md")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_advise_consolidation(args: argparse.Namespace) -> int:
+    """Find pools that serve the same model in overlapping regions, and what merging them would save."""
+    from sunblend.core import consolidation
+
+    if args.pools and args.cluster:
+        raise UsageError("give InferencePool YAML files or --cluster, not both")
+    if not args.pools and not args.cluster:
+        raise UsageError("give InferencePool YAML files to read, or --cluster to read the cluster's pools")
+    read = _pools_in_cluster() if args.cluster else [p for path in args.pools for p in _pools_in_file(path)]
+    seen: dict[str, int] = {}
+    entries = []
+    for pool in read:
+        entry = consolidation.PoolEntry(pool.metadata.namespace, pool.metadata.name, pool.spec)
+        if entry.key in seen:
+            raise UsageError(f"pool {entry.key} is given twice; each namespace/name must be unique")
+        seen[entry.key] = 1
+        entries.append(entry)
+    now = _parse_time(args.at)
+    for entry in entries:
+        _check_horizon(now, entry.spec.planning.horizon_hours, "--at", args.at or now.isoformat())
+    advice = consolidation.advise(entries, now)
+    if args.output == "json":
+        print(json.dumps(consolidation.document(advice), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(consolidation.document(advice), sort_keys=False), end="")
+    else:
+        sys.stdout.write(_consolidation_table(advice, len(entries)))
+    return 0
+
+
+def _span(text: str, flag: str) -> dt.timedelta:
+    """A positive duration like 90m, 36h or 14d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]]
+        if not 0 < seconds <= 10 * 366 * 86400:
+            raise ValueError(text)
+        return dt.timedelta(seconds=seconds)
+    except (KeyError, ValueError, IndexError):
+        raise UsageError(
+            f"{flag}: {text!r} is not a positive duration like 5m, 36h or 14d (at most 10 years)"
+        ) from None
+
+
+def _until(text: str | None) -> dt.datetime:
+    """The end of the Prometheus history: ``text`` (ISO 8601), or now."""
+    if text is None:
+        return _parse_time(None)
+    try:
+        return _parse_time(text)
+    except UsageError:
+        raise UsageError(f"--until: {text!r} is not an ISO 8601 time, e.g. 2026-11-22T14:00:00Z") from None
+
+
+def cmd_advise_commitments(args: argparse.Namespace) -> int:
+    """Advise what to commit to per GPU class, region and term, from demand history (a CSV trace or Prometheus)."""
+    import time
+
+    from sunblend.core import commitments
+    from sunblend.present import advice as advice_view
+    from sunblend.sim import history, traces
+
+    pool = load.load_text(_read(args.pool))
+    regions = [r.name for r in pool.spec.regions]
+    if bool(args.demand) == bool(args.prometheus_url):
+        raise UsageError("give the demand history as --demand FILE or as --prometheus-url URL, one of them")
+    if not 0 <= args.demand_fall < 1:
+        raise UsageError(f"--demand-fall: {args.demand_fall} is not a fraction from 0 to below 1")
+    if not 0 < args.time_limit <= 3600:
+        raise UsageError(f"--time-limit: {args.time_limit} is not a number of seconds from above 0 to 3600")
+    if args.tokens_per_request is not None and not 0 < args.tokens_per_request < float("inf"):
+        raise UsageError(f"--tokens-per-request: {args.tokens_per_request} is not a positive number")
+    if not 0 < args.prometheus_timeout <= 600:
+        raise UsageError(f"--prometheus-timeout: {args.prometheus_timeout} is not a number of seconds in (0, 600]")
+    try:
+        terms = [] if args.no_pool_term else [t for t in (commitments.pool_term(pool.spec),) if t is not None]
+        for text in args.term:
+            terms += history.parse_term(text, pool.spec)
+        for path in args.terms:
+            terms += history.read_terms(Path(path), pool.spec)
+        hold = None
+        if args.demand:
+            samples = history.read_demand_history(Path(args.demand), regions, args.tokens_per_request)
+        else:
+            from sunblend.observe import history as prometheus_history
+
+            hold = _span(args.step, "--step")
+            config = _prometheus(args)
+            try:
+                samples = prometheus_history.read(
+                    config,
+                    regions,
+                    _until(args.until),
+                    _span(args.history, "--history"),
+                    hold,
+                    args.region_label,
+                    args.demand_query,
+                )
+            except prometheus_history.HistoryUnavailable as error:
+                raise UsageError(str(error)) from None
+        peaks = commitments.hourly_peaks(samples, hold)
+        sizing = commitments.sizing_problem(pool.spec, peaks)
+        advice = commitments.advise(sizing, peaks, terms, time.perf_counter, args.time_limit, args.demand_fall)
+    except (traces.TraceError, commitments.AdviceError) as error:
+        raise UsageError(str(error)) from None
+    except OverflowError:  # a timestamp whose UTC time leaves the calendar
+        raise UsageError("a timestamp in the history is out of range: times must fall within years 1 to 9999") from None
+    name = f"{pool.metadata.namespace}/{pool.metadata.name}"
+    if args.output == "json":
+        print(json.dumps(advice_view.document(advice, name), indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(advice_view.document(advice, name), sort_keys=False), end="")
+    else:
+        advice_view.render(advice, name, table.console())
     return 0
 
 
@@ -237,6 +463,55 @@ def _prometheus(args: argparse.Namespace) -> Any:
 
 
 _OUTPUT_HELP = "table for people (default); json or yaml for scripts: stdout then carries only the document"
+
+
+_TERMS_HELP = """\
+Terms: the pool's committed prices are the term "pool" (unless --no-pool-term). More terms:
+  --term 1y=5.10        one price, $/GPU-hour, for every GPU class and region the pool offers
+  --term 3y=0.45x       a fraction of each class and region's on-demand price
+  --term 3y=FILE.csv    a CSV with the columns gpu_class,region,usd_per_gpu_hour
+  --terms FILE.csv      a CSV with the columns term,gpu_class,region,usd_per_gpu_hour
+Each term is advised on its own. A class and region a term does not price gets no commitment
+under it. Demand history: --demand FILE (the trace format of `sunblend simulate --demand`), or
+--prometheus-url URL (range queries over --history at a --step, series labelled by region).
+Each region's peak per UTC hour is planned under the pool's policy (headroom, routing, spot
+share, spot loss, minimum replicas; not the budget or the change rules). See docs/advise.md.
+"""
+
+
+def _add_advise_commitments(advice_commands: Any) -> None:
+    """``sunblend advise commitments``: its arguments."""
+    cmd = advice_commands.add_parser(
+        "commitments",
+        help="advise what to commit to per GPU class, region and term, from demand history",
+        description="Find the commitments per GPU class and region that minimise the cost of a demand history.",
+        epilog=_TERMS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("pool", help="InferencePool YAML")
+    cmd.add_argument("--demand", help="demand history CSV: timestamp, region, tokens_per_second")
+    cmd.add_argument("--tokens-per-request", type=float, help="for demand given in requests_per_second")
+    cmd.add_argument("--prometheus-url", help="read the demand history from this Prometheus instead")
+    cmd.add_argument("--history", default="14d", help="how far back Prometheus is read (default 14d)")
+    cmd.add_argument("--step", default="5m", help="Prometheus range-query step; hourly peaks are taken (default 5m)")
+    cmd.add_argument("--until", help="ISO 8601 end of the Prometheus history (default: now)")
+    cmd.add_argument("--region-label", default="region", help="the label naming a series' region (default region)")
+    cmd.add_argument(
+        "--demand-query", help="PromQL for tokens/s by region; $window becomes the step (default: vLLM's tokens)"
+    )
+    cmd.add_argument("--prometheus-token-file", help="file holding a bearer token for Prometheus")
+    cmd.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus's TLS certificate")
+    cmd.add_argument("--prometheus-insecure", action="store_true", help="do not verify Prometheus's TLS certificate")
+    cmd.add_argument("--prometheus-timeout", type=float, default=30.0, help="seconds per Prometheus request (30)")
+    cmd.add_argument("--term", action="append", default=[], help="a term to advise on: NAME=PRICE|FRACTIONx|FILE.csv")
+    cmd.add_argument(
+        "--terms", action="append", default=[], help="CSV of terms: term,gpu_class,region,usd_per_gpu_hour"
+    )
+    cmd.add_argument("--no-pool-term", action="store_true", help="do not advise on the pool's own committed prices")
+    cmd.add_argument("--demand-fall", type=float, default=0.2, help="the fall in demand whose risk is reported (0.2)")
+    cmd.add_argument("--time-limit", type=float, default=60.0, help="seconds the search may take (60)")
+    cmd.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table", help=_OUTPUT_HELP)
+    cmd.set_defaults(run=cmd_advise_commitments)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -345,6 +620,21 @@ def parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="run the NVML GPU agent (a Prometheus exporter) on a GPU node")
     agent_run.add_arguments(agent)
     agent.set_defaults(run=cmd_agent)
+    advise = commands.add_parser("advise", help="advice on pools: what to change to spend less")
+    advice_commands = advise.add_subparsers(dest="advice", required=True)
+    consolidation_cmd = advice_commands.add_parser(
+        "consolidation", help="find pools of the same model in overlapping regions and what merging them saves"
+    )
+    consolidation_cmd.add_argument("pools", nargs="*", help="InferencePool YAML files (several documents each welcome)")
+    consolidation_cmd.add_argument(
+        "--cluster", action="store_true", help="read every InferencePool in the cluster of the current kubeconfig"
+    )
+    consolidation_cmd.add_argument("--at", help="plan from this ISO 8601 time instead of now")
+    consolidation_cmd.add_argument(
+        "-o", "--output", choices=("table", "json", "yaml"), default="table", help=_OUTPUT_HELP
+    )
+    consolidation_cmd.set_defaults(run=cmd_advise_consolidation)
+    _add_advise_commitments(advice_commands)
     crd_cmd = commands.add_parser("crd", help="print the InferencePool CRD generated from the models")
     crd_cmd.add_argument("-f", "--output-file", help="write to this file instead of stdout")
     crd_cmd.set_defaults(run=cmd_crd)
@@ -376,7 +666,7 @@ def _solver_banner_to_stderr() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sunblend`` command."""
     args = parser().parse_args(argv)
-    if args.run in (cmd_plan, cmd_simulate, cmd_run):
+    if args.run in (cmd_plan, cmd_simulate, cmd_run, cmd_advise_consolidation, cmd_advise_commitments):
         _solver_banner_to_stderr()
     try:
         code: int = args.run(args)

@@ -84,6 +84,15 @@ class ModelServer(_Model):
 
     model_config = ConfigDict(json_schema_extra=rules.schema_extra(rules.MODEL_SERVER))
 
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        # As model hubs and servers write a model: letters, digits and ``._:@+-``, in parts joined by "/".
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9._:@+-]+)*$",
+        description="The model served, e.g. meta-llama/Llama-3.1-70B-Instruct; pools serving the same model "
+        "may be advised to consolidate.",
+    )
     gpus_per_replica: StrictInt = Field(1, ge=1, le=64, description="GPUs one replica needs.")
     tokens_per_second_per_replica: StrictFloat = Field(
         ge=MIN_TOKENS_PER_SECOND_PER_REPLICA,
@@ -231,7 +240,18 @@ class Routing(_Model):
 class Policy(_Model):
     """Service and risk policy the planner must keep."""
 
-    headroom: StrictFloat = Field(0.2, ge=0, le=10, description="Spare capacity above demand, as a fraction.")
+    headroom: StrictFloat = Field(
+        0.2, ge=0, le=10, description="Spare capacity above demand, as a fraction; with serviceTarget, the floor."
+    )
+    service_target: StrictFloat | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "Share of demand to serve (e.g. 0.999): capacity is sized to the quantile of the forecast's "
+            "recent errors that meets it, never below headroom. Absent: headroom alone."
+        ),
+    )
     max_spot_fraction: StrictFloat = Field(0.5, ge=0, le=1, description="Largest share of a region's GPUs on spot.")
     spot_loss_served_fraction: StrictFloat = Field(
         0.5, ge=0, le=1, description="Share of demand non-spot capacity must serve if all spot is lost."

@@ -7,8 +7,9 @@ new state and the events to post. Between hourly plans it:
 
 - learns each hour's peak demand and carries a forecast correction across hours;
 - plans the next hour ``lead`` early, so its nodes have booted when it starts;
-- replaces lost spot with on-demand at once and remembers, per offer, that spot was lost (the
-  memory lasts longer each time spot is lost again while remembered, and shrinks back after);
+- replaces lost spot with on-demand at once, re-plans around a refused spot launch, and learns
+  per offer how often spot could be had and how often it was lost (``core.spotrisk``): after
+  such news the plan counts on no more spot there for a learned retry window;
 - covers demand above the plan (live demand, or a saturated model server) with on-demand, kept
   until the next plan;
 - keeps capacity while metrics are missing, and removes capacity in a region only once what
@@ -29,14 +30,12 @@ from dataclasses import dataclass, field
 
 from sunblend.api import constants, spec
 from sunblend.api.spec import CapacityType
-from sunblend.core import blend, commands, forecast
+from sunblend.core import blend, commands, forecast, headroom, serving, spotrisk
 from sunblend.core.plan import Plan
 from sunblend.core.problem import BlendProblem, Offer, OfferKey
 
 LEAD = dt.timedelta(minutes=8)  # plan the next hour this early
 RECENT = dt.timedelta(minutes=5)  # live demand is judged on its peak over this window
-SPOT_MEMORY_BASE = dt.timedelta(hours=2)  # after a first loss, plan as if spot stays scarce this long
-SPOT_MEMORY_MAX = dt.timedelta(hours=24)
 LEARNED_HOURS = 336  # hourly peaks kept per region (two weeks: every hour of the week twice)
 FULL_HISTORY = 2  # samples of an hour of the week before history replaces the declared profile
 THROUGHPUT_BUSY = 0.8  # utilisation above which demand per replica measures a replica's throughput
@@ -44,14 +43,17 @@ THROUGHPUT_ALPHA = 0.2
 THROUGHPUT_WARN = 0.25
 SATURATED_KV_CACHE = 0.9
 MAKE_BEFORE_BREAK_BOUND = dt.timedelta(minutes=10)  # the longest a region waits for new capacity
+REPLAN_ON_SPOT_NEWS = False
 
 
 @dataclass(frozen=True)
 class Notice:
-    """A spot node lost, or about to be: an interruption signal, a failed launch, a vanished node."""
+    """Spot news about one node: lost or about to be (an interruption signal, a vanished node), or,
+    with ``refused``, a launch refused for insufficient capacity (nothing ran, nothing was lost)."""
 
     node: str
     offer: OfferKey
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,6 @@ class Observation:
 
 
 @dataclass(frozen=True)
-class SpotMemory:
-    """Spot of one offer seen scarce: at most ``nodes`` until ``until``; ``span`` is the memory's length."""
-
-    nodes: int
-    until: dt.datetime
-    learned_at: dt.datetime
-    span: dt.timedelta
-
-
-@dataclass(frozen=True)
 class NextPlan:
     """The plan made ahead for the hour starting at ``hour``."""
 
@@ -101,12 +93,13 @@ class State:
     hour_peaks: Mapping[str, float] = field(default_factory=dict)
     learned: Mapping[str, tuple[tuple[dt.datetime, float], ...]] = field(default_factory=dict)  # hourly peaks
     correction: Mapping[str, float] = field(default_factory=dict)
+    errors: Mapping[str, headroom.ErrorBook] = field(default_factory=dict)  # the forecast's recent errors
     expected: Mapping[str, float] = field(default_factory=dict)  # the forecast for this hour
     planned: Mapping[OfferKey, int] = field(default_factory=dict)
     replacement: Mapping[OfferKey, int] = field(default_factory=dict)  # on-demand standing in for lost spot
     surge: Mapping[OfferKey, int] = field(default_factory=dict)  # on-demand for demand above the plan
     next_plan: NextPlan | None = None
-    spot_memory: Mapping[OfferKey, SpotMemory] = field(default_factory=dict)
+    spot_risk: Mapping[OfferKey, spotrisk.SpotRisk] = field(default_factory=dict)
     recent: Mapping[str, tuple[tuple[dt.datetime, float], ...]] = field(default_factory=dict)
     handled_notices: frozenset[str] = frozenset()
     throughput: Mapping[str, float] = field(default_factory=dict)  # measured tokens/s per replica per region
@@ -159,12 +152,13 @@ class _Step:
         self.hour_peaks = dict(state.hour_peaks)
         self.learned = {r: list(v) for r, v in state.learned.items()}
         self.correction = {r: state.correction.get(r, 1.0) for r in problem.regions}
+        self.errors = dict(state.errors)
         self.expected = dict(state.expected)
         self.planned = dict(state.planned)
         self.replacement: dict[OfferKey, int] = defaultdict(int, state.replacement)
         self.surge: dict[OfferKey, int] = defaultdict(int, state.surge)
         self.next_plan = state.next_plan
-        self.spot_memory = dict(state.spot_memory)
+        self.spot_risk = dict(state.spot_risk)
         self.recent = {r: list(v) for r, v in state.recent.items()}
         self.throughput = dict(state.throughput)
         self.low_since = dict(state.low_since)
@@ -184,6 +178,10 @@ class _Step:
                 continue
             self.hour_peaks[region] = max(self.hour_peaks.get(region, 0.0), tokens)
             window = [(at, v) for at, v in self.recent.get(region, []) if now - at < RECENT]
+            expected = self.expected.get(region)
+            if window and expected:
+                book = self.errors.get(region) or headroom.ErrorBook()
+                self.errors[region] = book.add(tokens, expected, (now - window[-1][0]).total_seconds())
             window.append((now, tokens))
             self.recent[region] = window
             if not self.learned.get(region) and self.obs.history.get(region):
@@ -209,12 +207,23 @@ class _Step:
                     self.correction[region], actual, self.expected[region]
                 )
         self.hour_peaks = {}
+        self.errors = {region: book.decayed() for region, book in self.errors.items()}
 
     # -- planning -----------------------------------------------------------------------------
 
-    def make_plan(self, start: dt.datetime) -> tuple[dict[OfferKey, int], dict[str, float], Plan]:
-        """Targets for the hour starting at ``start``, the forecast they serve, and the plan."""
-        hours = forecast.hour_starts(start, self.pool.planning.horizon_hours)
+    def make_plan(
+        self, start: dt.datetime, first_hour_only: bool = False
+    ) -> tuple[dict[OfferKey, int], dict[str, float], Plan]:
+        """Targets for the hour starting at ``start``, the forecast they serve, and the plan.
+
+        ``first_hour_only``: only the targets are wanted, not a plan to report; when nothing
+        couples the hours (``blend.coupled_hours``) the first hour's plan does not depend on
+        the others, so only it is solved.
+        """
+        horizon = self.pool.planning.horizon_hours
+        if first_hour_only and not blend.coupled_hours(self.problem):
+            horizon = 1
+        hours = forecast.hour_starts(start, horizon)
         demand = {}
         for region in self.pool.regions:
             profile = forecast.HourOfWeekProfile(region.time_zone)
@@ -223,14 +232,21 @@ class _Step:
             demand[region.name] = forecast.regional_forecast(
                 region, hours, profile, self.correction[region.name], full_at=FULL_HISTORY
             )
+        expected = {r: values[0] for r, values in demand.items()}
+        target = self.pool.policy.service_target
+        if target is not None:  # plan for the quantile that meets the target; headroom is the floor
+            floor = self.problem.headroom
+            for name, values in demand.items():
+                scale = headroom.multiplier(self.errors.get(name), target, floor) / (1 + floor)
+                demand[name] = tuple(v * scale for v in values)
         offers = []
         for o in self.problem.offers:
-            memory = self.spot_memory.get(o.key)
+            risk = self.spot_risk.get(o.key)
             offers.append(
                 dataclasses.replace(
                     o,
                     dollars_per_gpu_hour=self.obs.prices.get(o.key, o.dollars_per_gpu_hour),
-                    max_nodes=memory.nodes if memory and memory.until > self.obs.now else None,
+                    max_nodes=None if risk is None else risk.capped(self.obs.now),
                 )
             )
         current = {k: self.obs.ready.get(k, 0) + self.obs.booting.get(k, 0) for k in self.offers}
@@ -241,16 +257,17 @@ class _Step:
         targets = dict(self.planned)
         if result.has_solution:
             targets = {(a.region, a.gpu_class, a.capacity_type): a.nodes for a in result.allocations_at(0)}
-        return targets, {r: values[0] for r, values in demand.items()}, result
+        return targets, expected, result
 
     def roll_hour(self, replan: bool) -> None:
         """At a new hour take the plan made ahead (unless spot was lost since), or plan now."""
         hour = self.obs.now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
         if hour == self.hour and not replan:
             return
+        previous = self.hour
         if self.hour is not None and hour != self.hour:
             self.close_hour(self.hour)
-        spot_news = max((m.learned_at for m in self.spot_memory.values()), default=None)
+        spot_news = max((r.news_at for r in self.spot_risk.values() if r.news_at), default=None)
         ahead = self.next_plan
         if (
             not replan
@@ -266,70 +283,114 @@ class _Step:
         self.replacement.clear()
         self.surge.clear()
         self.low_since.clear()
-        self.forget_spot_losses()
+        self.announce_spot_retries(previous)
 
     def plan_ahead(self) -> None:
         """Within ``LEAD`` of the next hour, plan it, so its nodes boot before it starts."""
         assert self.hour is not None
         upcoming = self.hour + forecast.HOUR
         if self.next_plan is None and self.obs.now >= upcoming - LEAD:
-            targets, expected, _ = self.make_plan(upcoming)
+            targets, expected, _ = self.make_plan(upcoming, first_hour_only=True)
             self.next_plan = NextPlan(upcoming, targets, expected, self.obs.now)
 
     # -- spot ---------------------------------------------------------------------------------
 
-    def forget_spot_losses(self) -> None:
-        """Memories that ran out: spot may be planned again (and the memory shrinks back)."""
-        for key, memory in list(self.spot_memory.items()):
-            if memory.until <= self.obs.now:
-                del self.spot_memory[key]
-                if self.planned.get(key, 0) > memory.nodes:
-                    self.events.append(
-                        EngineEvent(
-                            "Normal",
-                            constants.REASON_RETURNED_TO_SPOT,
-                            f"{commands.offer_text(key)}: spot is planned again ({self.planned[key]} nodes), "
-                            f"{memory.span.total_seconds() / 3600:g} h after it was lost",
-                        )
+    def learn_spot(self) -> None:
+        """Fold the time each spot offer ran into its learned risk."""
+        for key in self.offers:
+            if key[2] is not CapacityType.SPOT:
+                continue
+            before = self.spot_risk.get(key)
+            running = self.obs.ready.get(key, 0)
+            if before is None and not running:
+                continue
+            self.spot_risk[key] = spotrisk.observe(before, self.obs.now, running, 0)
+
+    def announce_spot_retries(self, since: dt.datetime | None) -> None:
+        """At a new hour: spot whose retry window ended since the last hour began is planned again
+        where the new plan has more of it than the cap; say so."""
+        for key, risk in self.spot_risk.items():
+            if since is None or not risk.retried_between(since, self.obs.now):
+                continue
+            if self.planned.get(key, 0) > (risk.cap or 0):
+                self.events.append(
+                    EngineEvent(
+                        "Normal",
+                        constants.REASON_RETURNED_TO_SPOT,
+                        f"{commands.offer_text(key)}: spot is planned again ({self.planned[key]} nodes) after "
+                        f"a retry window of {risk.window.total_seconds() / 60:g} min",
                     )
+                )
 
-    def replace_lost_spot(self) -> bool:
-        """New interruption notices: cover the lost nodes with on-demand now, and remember the loss.
+    def spot_news(self) -> tuple[bool, bool]:
+        """New notices: cover lost nodes with on-demand now; learn from losses and refusals.
 
-        Returns whether any spot was newly lost."""
+        Returns (this hour must be planned again, the plan made ahead must be made again)."""
         lost: dict[OfferKey, int] = defaultdict(int)
+        refused: dict[OfferKey, int] = defaultdict(int)
         for notice in self.obs.notices:
             if notice.node not in self.state.handled_notices and notice.offer in self.offers:
-                lost[notice.offer] += 1
-        for key, count in sorted(lost.items()):
-            ready = self.obs.ready.get(key, 0)
-            before = self.spot_memory.get(key)
-            span = SPOT_MEMORY_BASE if before is None else min(SPOT_MEMORY_MAX, before.span * 2)
-            self.spot_memory[key] = SpotMemory(ready, self.obs.now + span, self.obs.now, span)
-            self.planned[key] = min(self.planned.get(key, 0), ready + self.obs.booting.get(key, 0))
-            message = (
-                f"{count} spot node(s) of {commands.offer_text(key)} lost or under notice; "
-                f"spot there is held at {ready} node(s) for {span.total_seconds() / 3600:g} h"
-            )
-            self.events.append(EngineEvent("Warning", constants.REASON_SPOT_INTERRUPTED, message))
-            od = _cheapest_on_demand(self.problem, key[0], self.obs.prices)
-            if od is None:
-                continue
-            added = _nodes_for(count * self.offers[key].tokens_per_second_per_node, od)
-            self.replacement[od.key] += added
-            self.reasons[od.key] = f"on-demand replacing {count} lost spot node(s) of {commands.offer_text(key)}"
+                (refused if notice.refused else lost)[notice.offer] += 1
+        replan_now = replan_ahead = False
+        for key, count in sorted(refused.items()):
+            have = self.obs.ready.get(key, 0) + self.obs.booting.get(key, 0)
+            risk = spotrisk.refused(self.spot_risk.get(key), self.obs.now, count, have)
+            self.spot_risk[key] = risk
             self.events.append(
                 EngineEvent(
-                    "Normal",
-                    constants.REASON_FELL_BACK_TO_ON_DEMAND,
-                    f"{added} on-demand node(s) of {commands.offer_text(od.key)} replace lost spot",
+                    "Warning",
+                    constants.REASON_SPOT_UNAVAILABLE,
+                    f"{count} spot node(s) of {commands.offer_text(key)} refused for insufficient capacity; "
+                    f"spot there is planned at {risk.cap} node(s) for {risk.window.total_seconds() / 60:g} min "
+                    f"({risk.granted_ratio:.0%} of recent asks granted)",
                 )
             )
-        return bool(lost)
+            if self.planned.get(key, 0) > have:
+                missing = self.planned[key] - have
+                self.planned[key] = have
+                if REPLAN_ON_SPOT_NEWS:
+                    replan_now = True
+                else:
+                    self.stand_in(key, missing, f"{missing} refused spot node(s)")
+            if self.next_plan is not None and self.next_plan.targets.get(key, 0) > have:
+                replan_ahead = True
+        for key, count in sorted(lost.items()):
+            ready = self.obs.ready.get(key, 0)
+            risk = spotrisk.lost(self.spot_risk.get(key), self.obs.now, count, ready)
+            self.spot_risk[key] = risk
+            self.planned[key] = min(self.planned.get(key, 0), ready + self.obs.booting.get(key, 0))
+            replan_now = replan_now or REPLAN_ON_SPOT_NEWS
+            replan_ahead = True
+            message = (
+                f"{count} spot node(s) of {commands.offer_text(key)} lost or under notice; "
+                f"spot there is planned at {risk.cap} node(s) for {risk.window.total_seconds() / 60:g} min "
+                f"({risk.losses_per_node_hour:.2f} losses per node-hour lately)"
+            )
+            self.events.append(EngineEvent("Warning", constants.REASON_SPOT_INTERRUPTED, message))
+            self.stand_in(key, count, f"{count} lost spot node(s)")
+        if replan_ahead:
+            self.next_plan = None  # made again, with the news, at the next step
+        return replan_now, replan_ahead
+
+    def stand_in(self, key: OfferKey, count: int, what: str) -> None:
+        """On-demand in the same region standing in for ``count`` spot nodes of ``key`` now."""
+        od = _cheapest_on_demand(self.problem, key[0], self.obs.prices)
+        if od is None:
+            return
+        added = _nodes_for(count * self.offers[key].tokens_per_second_per_node, od)
+        self.replacement[od.key] += added
+        self.reasons[od.key] = f"on-demand replacing {what} of {commands.offer_text(key)}"
+        self.events.append(
+            EngineEvent(
+                "Normal",
+                constants.REASON_FELL_BACK_TO_ON_DEMAND,
+                f"{added} on-demand node(s) of {commands.offer_text(od.key)} replace {what}",
+            )
+        )
 
     def replan_after_loss(self) -> None:
-        """Spot was lost: plan this hour again with the loss remembered (the MILP may move load to
-        another offer or region). A plan made ahead before the loss is dropped and made again."""
+        """Spot was lost or refused: plan this hour again with the news learned (the MILP may move
+        load to another offer or region). A plan made ahead before the news is dropped and made again."""
         assert self.hour is not None
         if self.next_plan is not None:
             self.next_plan = None
@@ -341,7 +402,7 @@ class _Step:
             return
         for key in set(targets) | set(self.planned):
             if targets.get(key, 0) != self.planned.get(key, 0):
-                self.reasons[key] = "re-planned after spot was lost"
+                self.reasons[key] = "re-planned after spot was lost or refused"
         # The stand-in on-demand stays only where the new plan does not already add it: capacity
         # the plan moved elsewhere (another offer or region) has yet to boot.
         for key, count in list(self.replacement.items()):
@@ -363,8 +424,14 @@ class _Step:
         return (1 + self.problem.headroom) * seen
 
     def cover_surges(self, targets: Mapping[OfferKey, int]) -> None:
-        """Add on-demand where live demand outgrows the targets, routed as the plan may route it."""
-        capacity: dict[str, float] = defaultdict(float)
+        """Add on-demand only for live demand that no allowed route to the targets' capacity can serve.
+
+        Live demand (headroom included) is assigned to the targets' capacity by the maximum flow
+        the simulator serves with (``core.serving``), so demand the plan routes to another region
+        buys nothing. What is left unserved is bought as on-demand in the user's region or, with
+        no on-demand offer there, in the first region allowed to serve it.
+        """
+        capacity = dict.fromkeys(self.problem.regions, 0.0)
         for key, nodes in targets.items():
             capacity[key[0]] += nodes * self.offers[key].tokens_per_second_per_node
         wanted: dict[str, float] = {}
@@ -372,21 +439,19 @@ class _Step:
             value = self.wanted(region, capacity[region])
             if value is not None:
                 wanted[region] = value
-        served = {r: min(w, capacity[r]) for r, w in wanted.items()}
-        spare = {r: capacity[r] - served.get(r, 0.0) for r in self.problem.regions}
-        for user, want in wanted.items():
-            for server in self.problem.serving_regions(user):
-                moved = min(want - served[user], spare[server])
-                if moved > 0:
-                    served[user] += moved
-                    spare[server] -= moved
-            unmet = want - served[user]
-            od = _cheapest_on_demand(self.problem, user, self.obs.prices)
-            if unmet > 1e-6 and od is not None:
-                added = _nodes_for(unmet, od)
-                self.surge[od.key] += added
+        routes = serving.routes_of(self.problem)
+        assignment = serving.assign(wanted, capacity, routes)
+        for user, unmet in assignment.unserved.items():
+            if unmet <= 1e-6:
+                continue
+            candidates = (user, *(r for r in routes.get(user, ()) if r != user))
+            od = next(
+                (o for o in (_cheapest_on_demand(self.problem, r, self.obs.prices) for r in candidates) if o), None
+            )
+            if od is not None:
+                self.surge[od.key] += _nodes_for(unmet, od)
                 self.reasons[od.key] = f"live demand in {user} is {unmet:,.0f} tokens/s above the plan"
-        self.release_surges(wanted, served, spare)
+        self.release_surges(wanted, assignment.served, assignment.spare)
 
     def release_surges(
         self, wanted: Mapping[str, float], served: Mapping[str, float], spare: Mapping[str, float]
@@ -445,11 +510,20 @@ class _Step:
         # A region waits while capacity is on its way there: nodes booting, or replicas starting on
         # nodes that are ready (replicas with no node to run on are not on their way).
         waiting_regions = {k[0] for k, n in self.obs.booting.items() if n > 0 and targets.get(k, 0) > 0}
+        waiting_regions.update(k[0] for k in self.offers if targets.get(k, 0) > present[k])  # launched now
         for key, replicas in self.obs.replicas.items():
             offer = self.offers.get(key)
             room = self.obs.ready.get(key, 0) * (offer.replicas_per_node if offer else 0)
             if min(replicas, room) > self.obs.ready_replicas.get(key, 0):
                 waiting_regions.add(key[0])
+        # Capacity on its way to a region may take over users served elsewhere now: every region
+        # that serves a user the waiting region also serves waits too (a plan that moves load
+        # from one region to another keeps the old capacity until the new is ready).
+        for region in list(waiting_regions):
+            for user in self.problem.regions:
+                servers = self.problem.serving_regions(user)
+                if region in servers:
+                    waiting_regions.update(servers)
         # Capacity that is not ready within the bound (pods that never start, nodes that never
         # boot) stops holding the region, or one stuck replica would keep every node forever.
         for region in list(self.waiting_since):
@@ -479,6 +553,9 @@ class _Step:
             reason = self.reasons.get(key) or f"the plan for {self.hour:%H:%M} UTC"
             if wanted != have:
                 out.append(commands.SetNodes(key, wanted, have, reason))
+                if wanted > have and key[2] is CapacityType.SPOT:
+                    risk = self.spot_risk.get(key) or spotrisk.SpotRisk(updated=self.obs.now)
+                    self.spot_risk[key] = dataclasses.replace(risk, asked=risk.asked + wanted - have)
             replicas = wanted * offer.replicas_per_node
             slice_now = self.obs.replicas.get(key)
             if replicas != (slice_now or 0) or (slice_now is None and replicas > 0):
@@ -491,12 +568,13 @@ class _Step:
             hour_peaks=self.hour_peaks,
             learned={r: tuple(v) for r, v in self.learned.items()},
             correction=self.correction,
+            errors=self.errors,
             expected=self.expected,
             planned=self.planned,
             replacement={k: v for k, v in self.replacement.items() if v},
             surge={k: v for k, v in self.surge.items() if v},
             next_plan=self.next_plan,
-            spot_memory=self.spot_memory,
+            spot_risk=self.spot_risk,
             recent={r: tuple(v) for r, v in self.recent.items()},
             handled_notices=frozenset(n.node for n in self.obs.notices),
             throughput=self.throughput,
@@ -515,10 +593,12 @@ def decide(
     """
     step = _Step(pool, problem, obs, state)
     step.learn()
+    step.learn_spot()
     step.roll_hour(replan)
-    step.plan_ahead()
-    if step.replace_lost_spot():
+    replan_now, _ = step.spot_news()
+    if replan_now:
         step.replan_after_loss()
+    step.plan_ahead()
     targets = step.targets()
     step.hold(targets)
     return Decision(targets, tuple(step.command_list(targets)), step.frozen(), step.plan, tuple(step.events))

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sunblend.api.spec import CapacityType
-from sunblend.core import policy
+from sunblend.core import headroom, policy, spotrisk
 from sunblend.core.problem import OfferKey
 
-VERSION = 1
+VERSION = 2  # 2: learned spot risk (spotRisk) in place of the spot memory, and the forecast's error books
 
 
 class UnreadableState(Exception):
@@ -93,6 +93,55 @@ def _read_hourly(document: Any) -> tuple[tuple[dt.datetime, float], ...]:
     )
 
 
+def _risk(risk: spotrisk.SpotRisk) -> dict[str, Any]:
+    return {
+        "updated": _time(risk.updated),
+        "asked": risk.asked,
+        "refused": risk.refused,
+        "nodeHours": risk.node_hours,
+        "lost": risk.lost,
+        "cap": risk.cap,
+        "until": None if risk.until is None else _time(risk.until),
+        "newsAt": None if risk.news_at is None else _time(risk.news_at),
+        "windowSeconds": risk.window.total_seconds(),
+    }
+
+
+def _read_risk(document: Any) -> spotrisk.SpotRisk:
+    if not isinstance(document, Mapping):
+        raise UnreadableState("expected a spot risk map")
+    until, news = document.get("until"), document.get("newsAt")
+    cap = document.get("cap")
+    return spotrisk.SpotRisk(
+        updated=_parse_time(document["updated"]),
+        asked=float(document.get("asked", 0.0)),
+        refused=float(document.get("refused", 0.0)),
+        node_hours=float(document.get("nodeHours", 0.0)),
+        lost=float(document.get("lost", 0.0)),
+        cap=None if cap is None else int(cap),
+        until=None if until is None else _parse_time(until),
+        news_at=None if news is None else _parse_time(news),
+        window=dt.timedelta(seconds=float(document.get("windowSeconds", spotrisk.REFUSAL_WINDOW.total_seconds()))),
+    )
+
+
+def _book(book: headroom.ErrorBook) -> dict[str, Any]:
+    return {
+        "demand": book.demand,
+        "hours": book.hours,
+        "shortfall": list(book.shortfall),
+        "excursion": list(book.excursion),
+    }
+
+
+def _read_book(document: Any) -> headroom.ErrorBook:
+    if not isinstance(document, Mapping):
+        raise UnreadableState("expected an error book map")
+    return headroom.from_values(
+        float(document["demand"]), document["shortfall"], float(document["hours"]), document["excursion"]
+    )
+
+
 def _floats(values: Mapping[str, float]) -> dict[str, float]:
     """Floats unrounded: JSON keeps them exactly, so a restart decides exactly as before."""
     return dict(sorted(values.items()))
@@ -107,6 +156,7 @@ def to_document(state: policy.State) -> dict[str, Any]:
         "hourPeaks": _floats(state.hour_peaks),
         "learned": {r: _hourly(v) for r, v in sorted(state.learned.items())},
         "correction": _floats(state.correction),
+        "errors": {r: _book(b) for r, b in sorted(state.errors.items())},
         "expected": _floats(state.expected),
         "planned": _counts(state.planned),
         "replacement": _counts(state.replacement),
@@ -119,15 +169,7 @@ def to_document(state: policy.State) -> dict[str, Any]:
             "expected": _floats(nxt.expected),
             "madeAt": _time(nxt.made_at),
         },
-        "spotMemory": {
-            _offer_text(k): {
-                "nodes": m.nodes,
-                "until": _time(m.until),
-                "learnedAt": _time(m.learned_at),
-                "spanSeconds": int(m.span.total_seconds()),
-            }
-            for k, m in sorted(state.spot_memory.items())
-        },
+        "spotRisk": {_offer_text(k): _risk(r) for k, r in sorted(state.spot_risk.items())},
         "recent": {r: _series(v) for r, v in sorted(state.recent.items())},
         "handledNotices": sorted(state.handled_notices),
         "throughput": _floats(state.throughput),
@@ -153,6 +195,7 @@ def from_document(document: Mapping[str, Any] | None) -> policy.State:
             hour_peaks={str(k): float(v) for k, v in (document.get("hourPeaks") or {}).items()},
             learned={str(r): _read_hourly(v) for r, v in (document.get("learned") or {}).items()},
             correction={str(k): float(v) for k, v in (document.get("correction") or {}).items()},
+            errors={str(r): _read_book(b) for r, b in (document.get("errors") or {}).items()},
             expected={str(k): float(v) for k, v in (document.get("expected") or {}).items()},
             planned=_read_counts(document.get("planned") or {}),
             replacement=_read_counts(document.get("replacement") or {}),
@@ -165,15 +208,7 @@ def from_document(document: Mapping[str, Any] | None) -> policy.State:
                 expected={str(k): float(v) for k, v in (nxt.get("expected") or {}).items()},
                 made_at=_parse_time(nxt["madeAt"]),
             ),
-            spot_memory={
-                _offer(str(k)): policy.SpotMemory(
-                    nodes=int(m["nodes"]),
-                    until=_parse_time(m["until"]),
-                    learned_at=_parse_time(m["learnedAt"]),
-                    span=dt.timedelta(seconds=int(m["spanSeconds"])),
-                )
-                for k, m in (document.get("spotMemory") or {}).items()
-            },
+            spot_risk={_offer(str(k)): _read_risk(r) for k, r in (document.get("spotRisk") or {}).items()},
             recent={str(r): _read_series(v) for r, v in (document.get("recent") or {}).items()},
             handled_notices=frozenset(str(n) for n in document.get("handledNotices") or []),
             throughput={str(k): float(v) for k, v in (document.get("throughput") or {}).items()},

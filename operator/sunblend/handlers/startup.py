@@ -31,7 +31,7 @@ from sunblend.actuate.providers import karpenter
 from sunblend.actuate.providers import registry as providers
 from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
-from sunblend.handlers import leader, metrics, pool
+from sunblend.handlers import consolidation, leader, metrics, pool
 from sunblend.loop import measure, reconcile
 from sunblend.observe import prometheus, snapshot
 
@@ -107,9 +107,14 @@ def _login() -> None:
         config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
-def _kubernetes() -> client.ApiClient:
+def _kubernetes(max_workers: int) -> client.ApiClient:
+    """The operator's API client, with a connection for each thread that may use it at once: kopf's
+    handler threads, the snapshot reader's request threads and the fast loop (a request beyond the
+    pool's size opens, and then drops, a connection of its own)."""
     _login()
-    return _CountingApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = max_workers + snapshot.READ_CONCURRENCY + 2
+    return _CountingApiClient(configuration)
 
 
 def _configure(options: Options, identity: str) -> Any:
@@ -126,7 +131,7 @@ def _configure(options: Options, identity: str) -> Any:
         # pools and the re-plan loop; a key first set in a pool's handler would stay in that copy.
         memo["pools"] = {}
         memo["clock"] = clock(options.clock_offset_seconds, options.clock_speed)
-        api = _kubernetes()
+        api = _kubernetes(options.max_workers)
         rules = _rules(options.capacity_type_rules)
         reader = snapshot.SnapshotReader(api, rules, _interruption_rules(options.interruption_rules))
         actuator = execute.Actuator(
@@ -158,12 +163,17 @@ def _configure(options: Options, identity: str) -> Any:
         writer = status_writer.StatusWriter(client.CustomObjectsApi(api), client.CoreV1Api(api))
         memo["replanner"] = pool.Replanner(memo, writer, interval=options.replan_seconds)
         memo["replanner"].start()
+        memo["consolidation"] = consolidation.Adviser(memo, writer, interval=options.replan_seconds)
+        memo["consolidation"].start()
 
     @kopf.on.cleanup()
     def stop_replanner(memo: kopf.Memo, **_: Any) -> None:
         replanner = memo.get("replanner")
         if replanner is not None:
             replanner.stop()
+        adviser = memo.get("consolidation")
+        if adviser is not None:
+            adviser.stop()
 
     @kopf.on.probe(id="pools")
     def pools(**_: Any) -> int:

@@ -2,17 +2,25 @@
 
 The reconcile loop calls ``SnapshotReader.read`` once per pool and visit, then runs the pure
 stages on the answer. Nodes are listed only by each GPU class's selector (never the whole
-cluster); everything else only in the pool's namespace. When the API server cannot be read the
-snapshot says so (``readable=False`` and a reason) rather than raising or guessing: callers do
-nothing on missing data. The object-to-view conversions are plain functions, tested without a
-cluster. Synchronous (the kubernetes client is) and read-only.
+cluster); pods and Deployments by the pool's labels; the pool's user workloads by name. The
+lists that cannot be narrowed to one pool (PodDisruptionBudgets, HorizontalPodAutoscalers, KEDA
+ScaledObjects of the namespace) are shared by every pool of the namespace through
+``SharedLists``: each is listed at most once per ``SHARED_LIST_MAX_AGE_SECONDS``, so a
+namespace of N pools costs one list per interval, not N (the Eviction API still enforces every
+budget at the moment of a drain). The requests of one read run concurrently. When the API server
+cannot be read the snapshot says so (``readable=False`` and the first failure in a fixed order)
+rather than raising or guessing: callers do nothing on missing data. The object-to-view
+conversions are plain functions, tested without a cluster. Read-only.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
 from decimal import Decimal
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import urllib3
 from kubernetes import client, utils
@@ -26,6 +34,12 @@ REQUEST_TIMEOUT_SECONDS: Final = 10
 KEDA_GROUP: Final = "keda.sh"
 KEDA_VERSION: Final = "v1alpha1"
 KEDA_PLURAL: Final = "scaledobjects"
+# How old a namespace-wide list (budgets, autoscalers) a read may use: a few seconds, well inside
+# the fast loop's 30 s pass, so each pass lists them a handful of times whatever the pool count.
+SHARED_LIST_MAX_AGE_SECONDS: Final = 5.0
+# Requests in flight at once for all the reads of one reader (a read sends 3 to 6); the API
+# client's connection pool should hold this many besides its other callers' (``startup``).
+READ_CONCURRENCY: Final = 8
 
 _T = TypeVar("_T")
 _parse_quantity = cast(Callable[[str], Decimal], utils.parse_quantity)
@@ -229,14 +243,51 @@ def _call(what: str, request: Callable[..., _T], *args: object, **kwargs: object
         raise cluster.ClusterUnavailable(f"{what} failed: the answer could not be read: {error}") from error
 
 
+class SharedLists:
+    """Namespace-wide lists shared by every pool's read, each kept at most ``max_age_seconds``.
+
+    One caller at a time fetches a given list; callers arriving meanwhile wait for its answer
+    rather than asking the API server again. A failed fetch is not kept: the next caller retries.
+    Its age counts from the start of the fetch. Holds one entry per (list, namespace).
+    """
+
+    def __init__(
+        self, max_age_seconds: float = SHARED_LIST_MAX_AGE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max_age = max_age_seconds
+        self._clock = clock
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._kept: dict[tuple[str, str], tuple[float, object]] = {}
+
+    def get(self, what: str, namespace: str, fetch: Callable[[], _T]) -> _T:
+        """The list ``what`` of ``namespace``: kept if young enough, else ``fetch()``ed and kept."""
+        key = (what, namespace)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            kept = self._kept.get(key)
+            if kept is not None and self._clock() - kept[0] <= self._max_age:
+                return cast(_T, kept[1])
+            started = self._clock()
+            value = fetch()
+            self._kept[key] = (started, value)
+            return value
+
+
 class SnapshotReader:
-    """Reads a pool's ``Snapshot`` through one API client; the rules map node labels and taints to meaning."""
+    """Reads a pool's ``Snapshot`` through one API client; the rules map node labels and taints to meaning.
+
+    ``shared``: the namespace-wide lists, kept between reads (a fresh ``SharedLists`` if None).
+    Thread-safe: the kopf handlers, the fast loop and the actuator read through one reader.
+    """
 
     def __init__(
         self,
         api_client: client.ApiClient,
         capacity_rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
         interruption_rules: Sequence[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
+        shared: SharedLists | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
@@ -245,6 +296,8 @@ class SnapshotReader:
         self._custom = client.CustomObjectsApi(api_client)
         self._capacity_rules = tuple(capacity_rules)
         self._interruption_rules = tuple(interruption_rules)
+        self._shared = shared if shared is not None else SharedLists()
+        self._requests = futures.ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sunblend-read")
 
     def read(self, pool: spec.InferencePool) -> snapshot.Snapshot:
         """Everything the pure stages need about ``pool``, or ``readable=False`` and why not."""
@@ -253,26 +306,50 @@ class SnapshotReader:
         except cluster.ClusterUnavailable as error:
             return snapshot.Snapshot(readable=False, reason=str(error))
 
+    def close(self) -> None:
+        """Stop the request threads (reads after this fail)."""
+        self._requests.shutdown(wait=True)
+
     def _read(self, pool: spec.InferencePool) -> snapshot.Snapshot:
         namespace, name = pool.metadata.namespace, pool.metadata.name
-        workloads = {(w.kind, w.name): w for w in self._pool_workloads(namespace, name)}
-        pods = self._pods(namespace, selector_text({constants.POOL_LABEL: name}))
         server = pool.spec.model_server
         refs = [server.workload_ref] if server.workload_ref is not None else []
-        for ref in [*refs, *server.workload_refs]:
-            found = self._workload(namespace, ref.kind, ref.name)
+        submit = self._requests.submit
+        # Submitted in the order a failure is reported in; each task is one request or a read then a list.
+        pool_workloads = submit(self._pool_workloads, namespace, name)
+        pool_pods = submit(self._pods, namespace, selector_text({constants.POOL_LABEL: name}))
+        ref_reads = [submit(self._workload_and_pods, namespace, name, ref) for ref in [*refs, *server.workload_refs]]
+        node_views = submit(self._nodes, pool.spec)
+        autoscalers = submit(self._shared.get, "autoscalers", namespace, lambda: self._autoscalers(namespace))
+        budgets = submit(self._shared.get, "budgets", namespace, lambda: self._budgets(namespace))
+        every: list[futures.Future[Any]] = [pool_workloads, pool_pods, *ref_reads, node_views, autoscalers, budgets]
+        futures.wait(every)
+        for done in every:
+            done.result()  # the first failure, in submission order
+        workloads = {(w.kind, w.name): w for w in pool_workloads.result()}
+        pods = pool_pods.result()
+        for ref, ref_read in zip([*refs, *server.workload_refs], ref_reads, strict=True):
+            found, found_pods = ref_read.result()
             if found is not None:
-                workloads.setdefault((ref.kind, ref.name), workload_view(found, name))
-                selector = label_selector_text(found.spec.selector if found.spec is not None else None)
-                if selector:
-                    pods += self._pods(namespace, selector)
+                workloads.setdefault((ref.kind, ref.name), found)
+                pods += found_pods
         return snapshot.Snapshot(
-            nodes=self._nodes(pool.spec),
+            nodes=node_views.result(),
             pods=tuple(sorted({p.name: p for p in pods}.values(), key=lambda p: p.name)),
             workloads=tuple(workloads[key] for key in sorted(workloads)),
-            autoscalers=self._autoscalers(namespace),
-            budgets=self._budgets(namespace),
+            autoscalers=autoscalers.result(),
+            budgets=budgets.result(),
         )
+
+    def _workload_and_pods(
+        self, namespace: str, pool_name: str, ref: spec.WorkloadRef
+    ) -> tuple[snapshot.WorkloadView | None, list[snapshot.PodView]]:
+        """A user workload named by the pool, and the pods its selector selects; (None, []) if absent."""
+        found = self._workload(namespace, ref.kind, ref.name)
+        if found is None:
+            return None, []
+        selector = label_selector_text(found.spec.selector if found.spec is not None else None)
+        return workload_view(found, pool_name), self._pods(namespace, selector) if selector else []
 
     def _nodes(self, pool_spec: spec.InferencePoolSpec) -> tuple[snapshot.NodeView, ...]:
         found: dict[str, snapshot.NodeView] = {}

@@ -1,4 +1,9 @@
-"""A ``Plan`` as a PNG: per region, stacked GPUs by capacity type over the hours, demand overlaid."""
+"""Plans and simulated runs as PNGs: per region, stacked GPUs by capacity type over time, demand overlaid.
+
+``draw`` draws a ``Plan`` (``sunblend plan --png``); ``draw_simulation`` draws simulated runs
+(``sunblend simulate --png``, bench/simulate.py), with the hindsight-hourly plan's GPUs as a line
+beside each run's capacity when it is given.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from sunblend.api.spec import CapacityType
 from sunblend.core.plan import Plan
 from sunblend.core.problem import BlendProblem
 from sunblend.sim.engine import Run
+from sunblend.sim.hindsight import Bound
 
 _COLOURS = {CapacityType.COMMITTED: "#4c72b0", CapacityType.SPOT: "#55a868", CapacityType.ON_DEMAND: "#c44e52"}
 
@@ -90,9 +96,14 @@ def _gpus_per_token(problem: BlendProblem) -> float:
     return (1 + problem.headroom) * per_token
 
 
-def draw_simulation(runs: list[Run], problem: BlendProblem, path: Path) -> None:
-    """Demand against capacity by capacity type over time: a row per policy, a column per region."""
+def draw_simulation(runs: list[Run], problem: BlendProblem, path: Path, hindsight: Bound | None = None) -> None:
+    """Demand against capacity by capacity type over time: a row per policy, a column per region.
+
+    ``hindsight`` (the hindsight-hourly bound) is drawn in every panel as a line of its GPUs.
+    """
     regions = problem.regions
+    offers = {o.key: o for o in problem.offers}
+    hindsight_gpus = {r: hindsight.gpus(r, offers) for r in regions} if hindsight is not None else {}
     fig, axes = plt.subplots(
         len(runs), len(regions), figsize=(6 * len(regions), 2.6 * len(runs)), sharex=True, squeeze=False
     )
@@ -115,6 +126,16 @@ def draw_simulation(runs: list[Run], problem: BlendProblem, path: Path) -> None:
                 linewidth=0.6,
                 label="own demand (GPU-equivalent)",
             )
+            if hindsight is not None and len(hindsight.times) == len(run.times):
+                ax.step(
+                    run.times,
+                    hindsight_gpus[region],
+                    where="post",
+                    color="#8172b2",
+                    linestyle="--",
+                    linewidth=0.8,
+                    label=f"{hindsight.name} GPUs (bound)",
+                )
             ax.set_title(f"{run.policy}: {region}", fontsize=9)
             ax.set_ylabel("GPUs")
             if row == 0 and col == 0:

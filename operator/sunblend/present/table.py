@@ -147,7 +147,7 @@ def render(plan: Plan, pool: str, time_zones: dict[str, str], console: Console) 
 
 
 def render_simulation(documents: list[dict[str, object]], console: Console) -> None:
-    """A comparison table of simulated runs."""
+    """A comparison table of simulated runs, and of the hindsight bounds (rows of ``kind: bound``) below them."""
     result = Table(title="Simulation")
     columns = (
         ("policy", "policy"),
@@ -156,6 +156,7 @@ def render_simulation(documents: list[dict[str, object]], console: Console) -> N
         ("spot $", "spotDollars"),
         ("on-demand $", "onDemandDollars"),
         ("vs all-OD", "savingsVsAllOnDemandRatio"),
+        ("vs hindsight", "vsHindsightHourlyRatio"),
         ("served", "servedRatio"),
         ("min below", "minutesBelowDemand"),
         ("GPU util", "gpuUtilizationRatio"),
@@ -164,22 +165,36 @@ def render_simulation(documents: list[dict[str, object]], console: Console) -> N
     )
     for title, _ in columns:
         result.add_column(title, justify="left" if title == "policy" else "right")
-    skipped = []
-    for doc in documents:
+    notes = []
+    policies = [d for d in documents if d.get("kind") != "bound"]
+    bounds = [d for d in documents if d.get("kind") == "bound"]
+    for doc in policies + bounds:
+        label = str(doc["policy"])
+        if doc in bounds:
+            label += " (bound, LP relaxation)" if doc.get("lpRelaxation") else " (bound)"
+        last_policy = bool(bounds) and doc is (policies[-1] if policies else None)
         if "skipped" in doc:
-            result.add_row(str(doc["policy"]), "skipped", *[""] * (len(columns) - 2))
-            skipped.append(Text(f"{doc['policy']}: skipped: {doc['skipped']}", style="yellow"))
+            result.add_row(label, "skipped", *[""] * (len(columns) - 2), end_section=last_policy)
+            notes.append(Text(f"{doc['policy']}: skipped: {doc['skipped']}", style="yellow"))
             continue
-        cells = []
-        for _, key in columns:
-            value = doc[key]
-            if key in ("savingsVsAllOnDemandRatio", "gpuUtilizationRatio"):
+        cells = [label]
+        for _, key in columns[1:]:
+            value = doc.get(key)
+            if value is None:
+                cells.append("-")
+            elif key in ("savingsVsAllOnDemandRatio", "gpuUtilizationRatio"):
                 cells.append(f"{float(value):.1%}")  # type: ignore[arg-type]
+            elif key == "vsHindsightHourlyRatio":
+                cells.append(f"{float(value):+.1%}")  # type: ignore[arg-type]
             elif key == "servedRatio":
                 cells.append(f"{float(value):.4%}")  # type: ignore[arg-type]
             elif key.endswith("Dollars"):
                 cells.append(f"{float(value):,.0f}")  # type: ignore[arg-type]
             else:
                 cells.append(str(value))
-        result.add_row(*cells)
-    console.print(Group(result, *skipped))
+        result.add_row(*cells, end_section=last_policy)
+        if doc in bounds and "description" in doc:
+            notes.append(Text(f"{doc['policy']} (a bound, not a policy): {doc['description']}"))
+    if any("vsHindsightHourlyRatio" in d for d in documents):
+        notes.append(Text("vs hindsight: cost / hindsight-hourly cost - 1"))
+    console.print(Group(result, *notes))

@@ -4,9 +4,10 @@ Each step it: ends nodes whose preemption notice has run out; preempts spot abov
 trace allows (a booting node at once, a running one after the notice, serving through it); lands
 nodes whose provisioning delay has passed and answers refused spot launches; asks the policy for
 targets (the policy sees demand only up to the previous step, and this step's preemptions and
-insufficient-capacity errors); launches what the targets add; serves demand (each region first,
-then overflow to regions within the latency limit); and bills every node that is booting or
-running. Totals are sums of the per-step figures, so cost and served demand reconcile exactly.
+insufficient-capacity errors); launches what the targets add; serves demand (a maximum flow
+of each user region's demand to the running capacity along the routes the pool allows, home
+first: ``core.serving``); and bills every node that is booting or running. Totals are sums of
+the per-step figures, so cost and served demand reconcile exactly.
 
 Spot launches behave as a cloud's API does: a launch the spot trace cannot grant at the moment it
 is asked for is refused with an insufficient-capacity error after ``Settings.spot_api_delay``
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sunblend.api.spec import CapacityType
-from sunblend.core import commands
+from sunblend.core import commands, serving
 from sunblend.core.problem import BlendProblem, Offer, OfferKey
 from sunblend.sim.traces import Traces
 
@@ -423,21 +424,10 @@ class Engine:
             record.node_changes += granted
 
     def _serve(self, demand: Mapping[str, float], capacity: Mapping[str, float]) -> dict[str, float]:
-        """Each region serves its own demand first; overflow goes to allowed regions with room."""
-        served = {r: min(demand[r], capacity.get(r, 0.0)) for r in demand}
-        spare = {r: capacity.get(r, 0.0) - served[r] for r in demand}
-        for user in demand:
-            overflow = demand[user] - served[user]
-            for server in sorted(self.problem.serving_regions(user), key=lambda r: -spare.get(r, 0.0)):
-                if overflow <= 1e-9:
-                    break
-                if server == user or spare.get(server, 0.0) <= 0:
-                    continue
-                moved = min(overflow, spare[server])
-                spare[server] -= moved
-                served[user] += moved
-                overflow -= moved
-        return served
+        """Demand served per user region: a maximum flow over the pool's routes, home first (``core.serving``)."""
+        regions = self.problem.regions
+        in_order = {r: capacity.get(r, 0.0) for r in regions}  # ties go to the declared order
+        return dict(serving.assign(demand, in_order, serving.routes_of(self.problem)).served)
 
     def _all_on_demand(self, k: int) -> float:
         """Dollars per hour to serve this step all on-demand, each region on its cheapest class."""

@@ -137,14 +137,18 @@ class Sunblend:
         """The engine's view of a simulator step: demand up to the previous step, nodes, notices.
 
         Every spot node lost this step is a notice: preempted, or refused at launch for
-        insufficient capacity (``core.policy.Notice`` covers both; it cannot tell them apart)."""
+        insufficient capacity (``refused``: the engine's ``launch_errors``)."""
         demand = (
             {r: observation.history.at(r, observation.step - 1) for r in self.problem.regions}
             if observation.step > 0
             else {}
         )
         notices = tuple(
-            policy.Notice(f"{observation.step}/{key[0]}/{key[1]}/{key[2].value}/{i}", key)
+            policy.Notice(
+                f"{observation.step}/{key[0]}/{key[1]}/{key[2].value}/{i}",
+                key,
+                refused=i < observation.launch_errors.get(key, 0),
+            )
             for key, lost in sorted(observation.lost_spot.items())
             for i in range(lost)
         )

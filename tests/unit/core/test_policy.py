@@ -7,7 +7,7 @@ import datetime as dt
 import json
 
 from sunblend.api.spec import CapacityType
-from sunblend.core import commands, policy, policy_state, problem
+from sunblend.core import commands, policy, policy_state, problem, spotrisk
 from tests.unit import pools
 
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -61,7 +61,7 @@ def test_a_step_within_the_hour_makes_no_plan_and_no_command_once_the_nodes_are_
     assert second.commands == ()
 
 
-def test_a_spot_notice_is_covered_by_on_demand_at_once_remembered_and_counted_once():
+def test_a_spot_notice_is_covered_by_on_demand_at_once_learned_and_counted_once():
     pool_spec, base = _pool()
     state = _step(pool_spec, base, policy.State(), NOON).state
     notice = policy.Notice("spot-0", SPOT)
@@ -69,31 +69,67 @@ def test_a_spot_notice_is_covered_by_on_demand_at_once_remembered_and_counted_on
     decision = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=2), **seen)
     assert _nodes(decision)[OD] == 6
     assert [e.reason for e in decision.events] == ["SpotInterrupted", "FellBackToOnDemand"]
-    memory = decision.state.spot_memory[SPOT]
-    assert memory.nodes == 4 and memory.until == NOON + dt.timedelta(minutes=2) + policy.SPOT_MEMORY_BASE
+    risk = decision.state.spot_risk[SPOT]
+    assert risk.cap == 4 and risk.until == NOON + dt.timedelta(minutes=2) + spotrisk.LOSS_WINDOW
+    assert risk.lost == 1
     again = _step(pool_spec, base, decision.state, NOON + dt.timedelta(minutes=3), **seen)
     assert again.events == ()  # the same notice is not handled twice
     assert _nodes(again)[OD] == 6
 
 
-def test_spot_lost_again_while_remembered_is_remembered_twice_as_long():
+def test_spot_lost_again_soon_after_the_retry_is_held_back_twice_as_long():
     pool_spec, base = _pool()
     state = _step(pool_spec, base, policy.State(), NOON).state
     first = _step(pool_spec, base, state, NOON, ready={SPOT: 4}, notices=(policy.Notice("a", SPOT),))
-    second = _step(pool_spec, base, first.state, NOON, ready={SPOT: 3}, notices=(policy.Notice("b", SPOT),))
-    assert second.state.spot_memory[SPOT].span == 2 * policy.SPOT_MEMORY_BASE
+    retry = NOON + spotrisk.LOSS_WINDOW + dt.timedelta(minutes=5)  # the window ran out; spot was tried again
+    second = _step(pool_spec, base, first.state, retry, ready={SPOT: 3}, notices=(policy.Notice("b", SPOT),))
+    assert second.state.spot_risk[SPOT].window == 2 * spotrisk.LOSS_WINDOW
 
 
-def test_spot_is_planned_again_when_the_memory_runs_out():
+def test_spot_is_planned_again_at_the_next_plan_after_the_retry_window():
     pool_spec, base = _pool()
     state = _step(pool_spec, base, policy.State(), NOON).state
     lost = _step(
         pool_spec, base, state, NOON, ready={SPOT: 0}, notices=tuple(policy.Notice(f"n{i}", SPOT) for i in range(5))
     )
-    later = NOON + policy.SPOT_MEMORY_BASE + dt.timedelta(hours=1)
-    back = _step(pool_spec, base, lost.state, later, ready={OD: 10})
+    assert lost.state.spot_risk[SPOT].cap == 0
+    back = _step(pool_spec, base, lost.state, NOON + dt.timedelta(hours=1), ready={OD: 10})
     assert "ReturnedToSpot" in [e.reason for e in back.events]
-    assert _nodes(back)[SPOT] == 5
+    assert _nodes(back)[SPOT] == 5  # within the hour: one loss no longer holds spot back for hours
+
+
+def test_a_refused_launch_is_not_a_loss_it_is_replaced_where_the_hour_needs_it():
+    pool_spec, base = _pool()
+    state = _step(pool_spec, base, policy.State(), NOON).state  # asks for 5 spot, 5 on-demand
+    refused = tuple(policy.Notice(f"r{i}", SPOT, refused=True) for i in range(3))
+    decision = _step(
+        pool_spec, base, state, NOON + dt.timedelta(minutes=1), ready={OD: 5}, booting={SPOT: 2}, notices=refused
+    )
+    assert [e.reason for e in decision.events] == ["SpotUnavailable", "FellBackToOnDemand"]
+    risk = decision.state.spot_risk[SPOT]
+    assert risk.lost == 0 and risk.refused == 3 and risk.cap == 2
+    assert risk.until == NOON + dt.timedelta(minutes=1) + spotrisk.REFUSAL_WINDOW
+    assert _nodes(decision) == {OD: 8}  # 3 on-demand stand in for the 3 refused spot nodes
+
+
+def test_a_refused_launch_of_the_next_hour_is_planned_again_with_the_cap():
+    pool_spec, base = _pool()
+    state = _step(
+        pool_spec,
+        base,
+        policy.State(),
+        NOON,
+    ).state
+    seen = {"ready": {SPOT: 5, OD: 5}, "replicas": {SPOT: 5, OD: 5}, "ready_replicas": {SPOT: 5, OD: 5}}
+    ahead = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=52), **seen).state
+    assert ahead.next_plan is not None
+    grown = dataclasses.replace(ahead.next_plan, targets={SPOT: 7, OD: 7})
+    state = dataclasses.replace(ahead, next_plan=grown)
+    refused = tuple(policy.Notice(f"r{i}", SPOT, refused=True) for i in range(2))
+    decision = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=53), notices=refused, **seen)
+    assert decision.state.next_plan is not None and decision.state.next_plan.made_at == NOON + dt.timedelta(minutes=53)
+    assert decision.state.next_plan.targets.get(SPOT, 0) <= 5  # planned again at what could be had
+    assert "FellBackToOnDemand" not in [e.reason for e in decision.events]  # this hour did not need them
 
 
 def test_live_demand_above_the_plan_adds_on_demand_at_once_and_removes_it_only_after_the_window():

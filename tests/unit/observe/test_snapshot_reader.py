@@ -2,12 +2,14 @@
 
 ``Answers`` is an ``ApiClient`` whose ``call_api`` serves JSON from a table instead of the wire,
 so the kubernetes client's own request building and decoding run; every request it sees is
-recorded, with its timeout.
+recorded, with its timeout (from whichever of the reader's threads sent it).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import threading
 import urllib.parse
 from typing import Any
 
@@ -254,3 +256,68 @@ def test_a_failed_request_makes_an_unreadable_snapshot_that_says_why(broken, ans
     read = reader.SnapshotReader(Answers(table)).read(POOL)
     assert read == snapshot.Snapshot(readable=False, reason=read.reason)
     assert reason in read.reason
+
+
+def test_the_namespace_wide_lists_are_shared_by_the_pools_of_a_namespace_for_their_max_age():
+    now = [100.0]
+    shared = reader.SharedLists(max_age_seconds=5, clock=lambda: now[0])
+    table = cluster_answers()
+    table[(POOL_PODS[0], "sunblend.dev/pool=other")] = items()
+    table[(POOL_DEPLOYMENTS[0], "sunblend.dev/pool=other")] = items()
+    answers = Answers(table)
+    pool_reader = reader.SnapshotReader(answers, shared=shared)
+    first = pool_reader.read(POOL)
+    other = POOL.model_copy(update={"metadata": POOL.metadata.model_copy(update={"name": "other"})})
+    now[0] += 5
+    second = pool_reader.read(other)
+    assert second.readable, second.reason
+    assert first.budgets == second.budgets and first.autoscalers == second.autoscalers
+    shared_paths = {HPAS, KEDA, PDBS}
+    listed = [(path, selector) for _, path, selector, _ in answers.requests]
+    assert sorted(r for r in listed if r in shared_paths) == sorted(shared_paths)  # once each for both pools
+    assert listed.count(POOL_DEPLOYMENTS) == 1 and (POOL_DEPLOYMENTS[0], "sunblend.dev/pool=other") in listed
+    now[0] += 0.5  # older than the max age now: listed again
+    pool_reader.read(POOL)
+    listed = [(path, selector) for _, path, selector, _ in answers.requests]
+    assert all(listed.count(path) == 2 for path in shared_paths)
+
+
+def test_a_failed_shared_list_is_not_kept():
+    table = cluster_answers()
+    table[PDBS] = (403, {"kind": "Status", "code": 403})
+    answers = Answers(table)
+    pool_reader = reader.SnapshotReader(answers, shared=reader.SharedLists(clock=lambda: 0.0))
+    assert not pool_reader.read(POOL).readable
+    table[PDBS] = cluster_answers()[PDBS]
+    read = pool_reader.read(POOL)
+    assert read.readable and [b.name for b in read.budgets] == ["user-vllm"]
+
+
+def test_one_fetch_answers_the_callers_that_arrive_while_it_runs():
+    shared = reader.SharedLists(max_age_seconds=60)
+    started, release = threading.Event(), threading.Event()
+    fetched: list[int] = []
+
+    def fetch() -> tuple[str, ...]:
+        fetched.append(1)
+        started.set()
+        release.wait(5)
+        return ("pdb",)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(shared.get, "budgets", NS, fetch)
+        assert started.wait(5)
+        waiting = [pool.submit(shared.get, "budgets", NS, fetch) for _ in range(3)]
+        release.set()
+        assert [f.result(5) for f in [first, *waiting]] == [("pdb",)] * 4
+    assert fetched == [1]
+    assert shared.get("budgets", "elsewhere", lambda: ("other",)) == ("other",)  # per namespace
+
+
+def test_the_first_failure_in_a_fixed_order_is_the_reason():
+    table = cluster_answers()
+    table[PDBS] = (403, {"kind": "Status", "code": 403})
+    table[POOL_DEPLOYMENTS] = (403, {"kind": "Status", "code": 403})
+    for _ in range(5):  # whichever request fails first in time
+        read = reader.SnapshotReader(Answers(table)).read(POOL)
+        assert read.reason.startswith("listing Deployments (sunblend.dev/pool=chat) in namespace serving failed")
