@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 GRID: tuple[float, ...] = tuple(round(0.8 + 0.02 * i, 2) for i in range(61))  # 0.80 .. 2.00
-HALF_LIFE = 48.0  # hours of data
+HALF_LIFE = 24.0  # hours of data
 MIN_HOURS = 6.0  # data the book needs before it is trusted
 MAX_WEIGHT = 300.0  # seconds one measurement may stand for (a gap in the data counts no more)
 SURGE_REACTION = 300.0  # seconds until the surge rule's on-demand serves: seeing the excess, then a boot

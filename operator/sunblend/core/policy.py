@@ -5,15 +5,20 @@ slice, live demand, interruption notices) and the ``State`` carried from the pre
 returns a ``Decision``: node targets for this moment, ``Command`` values with their reasons, the
 new state and the events to post. Between hourly plans it:
 
-- learns each hour's peak demand and carries a forecast correction across hours;
-- plans the next hour ``lead`` early, so its nodes have booted when it starts;
-- replaces lost spot with on-demand at once, re-plans around a refused spot launch, and learns
-  per offer how often spot could be had and how often it was lost (``core.spotrisk``): after
-  such news the plan counts on no more spot there for a learned retry window;
-- covers demand above the plan (live demand, or a saturated model server) with on-demand, kept
-  until the next plan;
-- keeps capacity while metrics are missing, and removes capacity in a region only once what
-  replaces it there is ready (make before break), waiting at most ``MAKE_BEFORE_BREAK_BOUND``.
+- learns each hour's peak demand and carries a forecast correction across hours, and, with a
+  ``serviceTarget``, sizes capacity to the quantile of the forecast's recent errors that meets
+  it (``core.headroom``; ``headroom`` is the floor);
+- plans the next hour ``LEAD`` early, so its nodes have booted when it starts;
+- stands in for lost spot with on-demand at once, and for refused spot launches the hour
+  needed; learns per offer how often spot could be had and how often it was lost
+  (``core.spotrisk``): after such news the plan counts on no more spot there for a learned retry
+  window, and a plan made ahead that counted on it is made again;
+- covers live demand the targets cannot serve along the allowed routes (``core.serving``; live
+  demand, or a saturated model server) with on-demand for the shortfall, kept until demand has
+  stayed below for the stabilisation window;
+- keeps capacity while metrics are missing, and removes capacity only once what is on its way
+  to the regions serving the same users is ready (make before break), waiting at most
+  ``MAKE_BEFORE_BREAK_BOUND``.
 
 The operator stores ``State`` in the pool's status (``core.policy_state``), so a restart
 continues where it stopped. The simulator's ``sunblend`` policy is a thin adapter over this.
@@ -43,7 +48,6 @@ THROUGHPUT_ALPHA = 0.2
 THROUGHPUT_WARN = 0.25
 SATURATED_KV_CACHE = 0.9
 MAKE_BEFORE_BREAK_BOUND = dt.timedelta(minutes=10)  # the longest a region waits for new capacity
-REPLAN_ON_SPOT_NEWS = False
 
 
 @dataclass(frozen=True)
@@ -322,16 +326,16 @@ class _Step:
                     )
                 )
 
-    def spot_news(self) -> tuple[bool, bool]:
-        """New notices: cover lost nodes with on-demand now; learn from losses and refusals.
-
-        Returns (this hour must be planned again, the plan made ahead must be made again)."""
+    def spot_news(self) -> None:
+        """New notices: learn from losses and refusals; on-demand in the same region stands in now
+        for lost nodes, and for refused ones this hour's plan needed (until the next plan, which
+        knows the news); a plan made ahead that counted on them is made again."""
         lost: dict[OfferKey, int] = defaultdict(int)
         refused: dict[OfferKey, int] = defaultdict(int)
         for notice in self.obs.notices:
             if notice.node not in self.state.handled_notices and notice.offer in self.offers:
                 (refused if notice.refused else lost)[notice.offer] += 1
-        replan_now = replan_ahead = False
+        replan_ahead = False
         for key, count in sorted(refused.items()):
             have = self.obs.ready.get(key, 0) + self.obs.booting.get(key, 0)
             risk = spotrisk.refused(self.spot_risk.get(key), self.obs.now, count, have)
@@ -345,13 +349,10 @@ class _Step:
                     f"({risk.granted_ratio:.0%} of recent asks granted)",
                 )
             )
-            if self.planned.get(key, 0) > have:
+            if self.planned.get(key, 0) > have:  # this hour needed them: on-demand stands in
                 missing = self.planned[key] - have
                 self.planned[key] = have
-                if REPLAN_ON_SPOT_NEWS:
-                    replan_now = True
-                else:
-                    self.stand_in(key, missing, f"{missing} refused spot node(s)")
+                self.stand_in(key, missing, f"{missing} refused spot node(s)")
             if self.next_plan is not None and self.next_plan.targets.get(key, 0) > have:
                 replan_ahead = True
         for key, count in sorted(lost.items()):
@@ -359,7 +360,6 @@ class _Step:
             risk = spotrisk.lost(self.spot_risk.get(key), self.obs.now, count, ready)
             self.spot_risk[key] = risk
             self.planned[key] = min(self.planned.get(key, 0), ready + self.obs.booting.get(key, 0))
-            replan_now = replan_now or REPLAN_ON_SPOT_NEWS
             replan_ahead = True
             message = (
                 f"{count} spot node(s) of {commands.offer_text(key)} lost or under notice; "
@@ -369,8 +369,7 @@ class _Step:
             self.events.append(EngineEvent("Warning", constants.REASON_SPOT_INTERRUPTED, message))
             self.stand_in(key, count, f"{count} lost spot node(s)")
         if replan_ahead:
-            self.next_plan = None  # made again, with the news, at the next step
-        return replan_now, replan_ahead
+            self.next_plan = None  # made again, with the news, by plan_ahead
 
     def stand_in(self, key: OfferKey, count: int, what: str) -> None:
         """On-demand in the same region standing in for ``count`` spot nodes of ``key`` now."""
@@ -387,28 +386,6 @@ class _Step:
                 f"{added} on-demand node(s) of {commands.offer_text(od.key)} replace {what}",
             )
         )
-
-    def replan_after_loss(self) -> None:
-        """Spot was lost or refused: plan this hour again with the news learned (the MILP may move
-        load to another offer or region). A plan made ahead before the news is dropped and made again."""
-        assert self.hour is not None
-        if self.next_plan is not None:
-            self.next_plan = None
-        if self.plan is not None:  # planned this step already, with the loss known
-            return
-        targets, expected, result = self.make_plan(self.hour)
-        self.plan = result
-        if not result.has_solution:
-            return
-        for key in set(targets) | set(self.planned):
-            if targets.get(key, 0) != self.planned.get(key, 0):
-                self.reasons[key] = "re-planned after spot was lost or refused"
-        # The stand-in on-demand stays only where the new plan does not already add it: capacity
-        # the plan moved elsewhere (another offer or region) has yet to boot.
-        for key, count in list(self.replacement.items()):
-            added = max(0, targets.get(key, 0) - self.planned.get(key, 0))
-            self.replacement[key] = max(0, count - added)
-        self.planned, self.expected = targets, expected
 
     # -- surges -------------------------------------------------------------------------------
 
@@ -595,9 +572,7 @@ def decide(
     step.learn()
     step.learn_spot()
     step.roll_hour(replan)
-    replan_now, _ = step.spot_news()
-    if replan_now:
-        step.replan_after_loss()
+    step.spot_news()
     step.plan_ahead()
     targets = step.targets()
     step.hold(targets)

@@ -10,14 +10,15 @@ Each offer keeps counts that decay with a half-life of ``HALF_LIFE``: nodes aske
 refused, and spot node-hours run and nodes lost. From them come the share of asks granted and
 the losses per node-hour, reported to the user and shown in events.
 
-After news, the plan may count on at most the nodes the offer has (``cap``) for a **retry
-window**; then spot is planned again. The window is learned from what the retries find: news
-again within one window of the last retry means the scarcity outlasted the window, and it
-doubles; a retry that meets no news for a whole window means spot came back, and it halves,
-once per quiet window. Refusals start from ``REFUSAL_WINDOW`` (asking again is cheap) and losses
-from ``LOSS_WINDOW`` (a loss interrupts serving); the window stays within
-[``REFUSAL_WINDOW``, ``MAX_WINDOW``]. So one loss holds spot back for minutes, not hours, and
-spot that keeps failing is held back for longer and longer. Pure: the time is passed in.
+After news, the plan may count on at most the nodes the offer has (``cap``): an
+expected-availability cap, held for a **retry window**; then spot is planned again. After a
+refusal the window is ``REFUSAL_WINDOW``: asking again costs only the wait for the answer, and
+on-demand stands in meanwhile. After a loss it starts at ``LOSS_WINDOW`` and is learned from
+what the retries find: a loss again within one window of the last retry means the scarcity
+outlasted the window, and it doubles, up to ``MAX_WINDOW``; each window that passes quiet after
+a retry (spot came back) halves it again. So one loss holds spot back for minutes, not hours:
+on the real traces of bench/simulate.py, windows that grew for refusals too, or up to hours,
+left spot unused and cost more for the same service. Pure: the time is passed in.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 HALF_LIFE = dt.timedelta(hours=24)  # the counts' half-life
-REFUSAL_WINDOW = dt.timedelta(minutes=15)  # the first retry window after a refused launch
+REFUSAL_WINDOW = dt.timedelta(minutes=15)  # the retry window after a refused launch
 LOSS_WINDOW = dt.timedelta(minutes=30)  # the first retry window after a loss
-MAX_WINDOW = dt.timedelta(hours=8)
+MAX_WINDOW = dt.timedelta(hours=1)
 PRIOR_LOSSES_PER_NODE_HOUR = 0.02  # a weak prior: one loss per 50 node-hours
 PRIOR_NODE_HOURS = 5.0
 
@@ -101,9 +102,11 @@ def observe(risk: SpotRisk | None, now: dt.datetime, running: int, asked: int) -
     return risk
 
 
-def _news(risk: SpotRisk, now: dt.datetime, cap: int, first: dt.timedelta) -> SpotRisk:
+def _news(risk: SpotRisk, now: dt.datetime, cap: int, first: dt.timedelta, grows: bool) -> SpotRisk:
     """News at ``now``: hold the plan at ``cap`` nodes for the (re)learned window."""
-    if risk.news_at is None or risk.until is None:
+    if not grows:
+        window = max(first, risk.until - now) if risk.until is not None and now < risk.until else first
+    elif risk.news_at is None or risk.until is None:
         window = first
     elif now < risk.until:
         window = max(risk.window, first)  # still inside the window: the scarcity goes on
@@ -119,11 +122,12 @@ def refused(risk: SpotRisk | None, now: dt.datetime, nodes: int, have: int) -> S
     """``nodes`` asked for were refused while the offer had ``have`` (running and granted)."""
     risk = _decayed(risk or SpotRisk(updated=now), now)
     risk = dataclasses.replace(risk, refused=risk.refused + nodes, asked=max(risk.asked, risk.refused + nodes))
-    return _news(risk, now, have, REFUSAL_WINDOW)
+    news = _news(risk, now, have, REFUSAL_WINDOW, grows=False)
+    return dataclasses.replace(news, window=max(risk.window, REFUSAL_WINDOW))  # the learned loss window stays
 
 
 def lost(risk: SpotRisk | None, now: dt.datetime, nodes: int, have: int) -> SpotRisk:
     """``nodes`` running spot nodes were taken back; ``have`` remain."""
     risk = _decayed(risk or SpotRisk(updated=now), now)
     risk = dataclasses.replace(risk, lost=risk.lost + nodes)
-    return _news(risk, now, have, LOSS_WINDOW)
+    return _news(risk, now, have, LOSS_WINDOW, grows=True)

@@ -6,8 +6,10 @@ import dataclasses
 import datetime as dt
 import json
 
+import pytest
+
 from sunblend.api.spec import CapacityType
-from sunblend.core import commands, policy, policy_state, problem, spotrisk
+from sunblend.core import commands, headroom, policy, policy_state, problem, spotrisk
 from tests.unit import pools
 
 NOON = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -252,3 +254,39 @@ def test_capacity_that_never_becomes_ready_holds_removals_back_for_ten_minutes_a
     assert _nodes(held) == {}  # spot pods are starting on ready nodes: on-demand is kept
     later = _step(pool_spec, base, held.state, NOON + dt.timedelta(minutes=11), **stuck)
     assert _nodes(later) == {OD: 5}
+
+
+def _errors_at(multiplier: float) -> headroom.ErrorBook:
+    """Ten hours of minutes alternating between ``multiplier`` and 0.7 times the forecast."""
+    book = headroom.ErrorBook()
+    for minute in range(600):
+        book = book.add(1000 * (multiplier if minute % 2 else 0.7), 1000, 60)
+    return book
+
+
+def test_a_service_target_sizes_the_plan_to_the_forecast_error_quantile_above_the_headroom_floor():
+    policy_fields = {"headroom": 0.1, "maxSpotFraction": 0.5, "spotLossServedFraction": 0, "minReplicasPerRegion": 0}
+    plain_spec, plain = _pool(policy=policy_fields)
+    target_spec, target = _pool(policy={**policy_fields, "serviceTarget": 0.999})
+    state = policy.State(errors={"r1": _errors_at(1.3)})
+    assert headroom.multiplier(state.errors["r1"], 0.999, 0.1) == pytest.approx(1.3)
+    assert sum(_nodes(_step(plain_spec, plain, state, NOON)).values()) == 11  # 1,000 tokens/s x 1.1
+    sized = _step(target_spec, target, state, NOON)
+    assert sum(_nodes(sized).values()) == 13  # x 1.3: the quantile, above the 10% floor
+    assert sized.state.expected == {"r1": 1000}  # the forecast itself is kept, to learn its error
+    calm = policy.State(errors={"r1": _errors_at(1.05)})
+    assert sum(_nodes(_step(target_spec, target, calm, NOON)).values()) == 11  # the floor holds
+
+
+def test_the_error_book_learns_each_minute_against_the_hours_forecast_and_survives_a_restart():
+    pool_spec, base = _pool(
+        policy={"headroom": 0, "maxSpotFraction": 0.5, "spotLossServedFraction": 0, "serviceTarget": 0.99}
+    )
+    state = _step(pool_spec, base, policy.State(), NOON).state
+    for minute in range(1, 4):
+        state = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=minute), demand={"r1": 1200}).state
+    book = state.errors["r1"]
+    assert book.hours == pytest.approx(2 / 60)  # the first measurement has nothing before it to stand for
+    assert book.unserved_share(headroom.GRID.index(1.0)) == pytest.approx(200 / 1200)
+    restored = policy_state.from_document(json.loads(json.dumps(policy_state.to_document(state))))
+    assert restored.errors == state.errors and restored.spot_risk == state.spot_risk
