@@ -55,6 +55,10 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/simulate.json")
     parser.add_argument("--png", help="draw every run")
     parser.add_argument("--policies", default=",".join(policies.POLICIES))
+    parser.add_argument("--headroom", type=float, help="replace the pool's policy.headroom")
+    parser.add_argument(
+        "--service-target", help="replace the pool's policy.serviceTarget: a share such as 0.999, or 'none'"
+    )
     args = parser.parse_args()
     folder = Path(args.traces) if args.traces else ROOT / "out" / "traces" / f"real-{args.days}d"
     if not args.traces:
@@ -76,6 +80,15 @@ def main() -> int:
         )
         print(f"converted the real traces in {time.perf_counter() - started:.1f} s into {folder}", file=sys.stderr)
     pool = load.load_text(POOL.read_text())
+    changed = {}
+    if args.headroom is not None:
+        changed["headroom"] = args.headroom
+    if args.service_target is not None:
+        changed["service_target"] = None if args.service_target == "none" else float(args.service_target)
+    if changed:
+        pool = pool.model_copy(
+            update={"spec": pool.spec.model_copy(update={"policy": pool.spec.policy.model_copy(update=changed)})}
+        )
     replayed = traces.Traces(
         demand=traces.read_demand(folder / "demand.csv"),
         spot=traces.read_spot(folder / "spot.csv"),
@@ -99,6 +112,9 @@ def main() -> int:
                 "benchmark": "simulate",
                 "python": platform.python_version(),
                 "pool": str(POOL.relative_to(ROOT)),
+                "policyOverrides": {
+                    k: v for k, v in vars(args).items() if k in ("headroom", "service_target") and v is not None
+                },
                 "days": args.days,
                 "regions": list(blend_problem.regions),
                 "steps": len(replay.times),
