@@ -32,7 +32,7 @@ from sunblend.api import load, spec
 from sunblend.api.spec import CapacityType
 from sunblend.core import blend, commitments, problem
 from sunblend.present import advice as advice_view
-from sunblend.sim import engine, history, traces
+from sunblend.sim import engine, hindsight, history, traces
 from sunblend.sim import run as sim_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,10 @@ def _replay(
     started = time.perf_counter()
     replay = engine.Engine(blend_problem, week)
     runs = [doc for _, doc in sim_run.compare(pool_spec, blend_problem, replay, names)]
-    return runs, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    bound = [doc for _, doc in sim_run.bounds(replay) if doc["policy"] == hindsight.HOURLY]
+    sim_run.against_hindsight(runs, bound)
+    return runs + bound, seconds
 
 
 def _compare_planner(sizing: problem.BlendProblem, time_limit: float) -> list[dict[str, Any]]:
@@ -131,6 +134,7 @@ def main() -> int:
     parser.add_argument("--train-days", type=int, default=7)
     parser.add_argument("--test-days", type=int, default=7)
     parser.add_argument("--term", action="append", default=[], help="more terms, as `sunblend advise commitments`")
+    parser.add_argument("--terms", action="append", default=[], help="a CSV of terms, as `sunblend advise commitments`")
     parser.add_argument("--policies", default="sunblend,on-demand,static-blend,reserved-peak,spot-fallback")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds the advice's search may take")
     parser.add_argument(
@@ -157,6 +161,8 @@ def main() -> int:
     terms = [t for t in (commitments.pool_term(pool.spec),) if t is not None]
     for text in args.term:
         terms += history.parse_term(text, pool.spec)
+    for path in args.terms:
+        terms += history.read_terms(Path(path), pool.spec)
     started = time.perf_counter()
     peaks = commitments.hourly_peaks(training)
     sizing = commitments.sizing_problem(pool.spec, peaks)
@@ -217,16 +223,18 @@ def main() -> int:
 
 def _print(variants: dict[str, dict[str, Any]], names: list[str]) -> None:
     result = Table(title="Week 2 replayed: declared commitments vs. advised on week 1")
-    for column in ("policy", "commitments", "GPUs held", "cost $", "committed $", "vs declared", "served"):
+    columns = ("policy", "commitments", "GPUs held", "cost $", "committed $", "vs declared", "vs hindsight", "served")
+    for column in columns:
         result.add_column(column, justify="left" if column in ("policy", "commitments") else "right")
     declared = {d["policy"]: d for d in variants[DECLARED]["runs"]}
-    for name in names:
+    for name in [*names, hindsight.HOURLY]:
         for variant, found in variants.items():
             run = next(d for d in found["runs"] if d["policy"] == name)
             gpus = sum(c["gpus"] for c in found["commitments"])
             if "skipped" in run:
-                result.add_row(name, variant, str(gpus), "skipped", "", "", "")
+                result.add_row(name, variant, str(gpus), "skipped", "", "", "", "")
                 continue
+            distance = run.get(sim_run.DISTANCE)
             base = declared[name].get("costDollars")
             change = "" if not base else f"{run['costDollars'] / base - 1:+.1%}"
             result.add_row(
@@ -236,6 +244,7 @@ def _print(variants: dict[str, dict[str, Any]], names: list[str]) -> None:
                 f"{run['costDollars']:,.0f}",
                 f"{run['committedDollars']:,.0f}",
                 change,
+                "" if distance is None else f"{distance:+.1%}",
                 f"{run['servedRatio']:.4%}",
             )
     Console(width=160).print(result)
