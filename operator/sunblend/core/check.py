@@ -76,17 +76,22 @@ def violations(problem: BlendProblem, plan: Plan, check_budget: bool = True) -> 
             )
             if non_spot + TOLERANCE < (problem.spot_loss_served_fraction * served[(region, t)] * (1 - TOLERANCE)):
                 found.append(f"hour {t}: {region} non-spot capacity below spotLossServedFraction")
+            now = {(a.gpu_class, a.capacity_type): a.nodes for a in here}
             if t > 0:
                 before = {
                     (a.gpu_class, a.capacity_type): a.nodes for a in plan.allocations_at(t - 1) if a.region == region
                 }
-                now = {(a.gpu_class, a.capacity_type): a.nodes for a in here}
                 moves += sum(abs(now.get(k, 0) - before.get(k, 0)) for k in set(before) | set(now))
+            elif problem.current_nodes:  # the first hour against what runs now, offer by offer (core.changes)
+                moves += sum(
+                    abs(now.get((o.gpu_class, o.capacity_type), 0) - problem.current_nodes.get(o.key, 0))
+                    for o in problem.offers_in(region)
+                )
         budget = problem.budget_dollars_per_hour
         committed = plan.hour_costs[t].committed_dollars if plan.hour_costs else 0.0
         if check_budget and budget is not None and spend + committed > budget + TOLERANCE:
             found.append(f"hour {t}: cost {spend + committed:.2f} above budget {budget:g}")
         cap = problem.max_node_changes_per_hour
-        if cap is not None and t > 0 and moves > cap:
+        if cap is not None and (t > 0 or problem.current_nodes) and moves > cap:
             found.append(f"hour {t}: {moves} node changes above maxNodeChangesPerHour {cap}")
     return found

@@ -11,6 +11,10 @@ horizon as one MILP can stall for minutes on a week of a large pool, so this mod
 3. improves the best of them: the whole horizon as one MILP seeded with it when the model is small,
    otherwise windows of a few hours re-planned with their neighbours fixed, until the deadline.
 
+No plan keeps more nodes of an offer than it can run, not even nodes running now above a
+commitment (each one removed is a change like any other); when those removals alone break the cap in
+the first hour, the pool is infeasible, and the message says which nodes.
+
 It returns the best plan found, its proven lower bound, and what holding only today's commitments
 would cost (so sizing never recommends a change that saves nothing). Called by ``core.blend``.
 """
@@ -117,6 +121,45 @@ def _keeps_cap(problem: BlendProblem, nodes: NodeCounts) -> bool:
     return cap is None or all(node_changes(problem, nodes, t) <= cap for t in range(problem.horizon))
 
 
+def node_limit(problem: BlendProblem, i: int, held: Mapping[int, int] | None = None) -> int | None:
+    """Nodes of offer ``i`` a plan may run in any hour: what can be had and, for committed nodes, what is held.
+
+    ``held`` is the committed nodes to hold, when sizing (then a committed offer without an entry
+    is limited only by what can be had). None: no limit.
+    """
+    o = problem.offers[i]
+    limits = [] if o.max_nodes is None else [o.max_nodes]
+    if o.capacity_type is CapacityType.COMMITTED:
+        if not problem.size_commitments:
+            limits.append(o.committed_nodes)
+        elif held is not None and i in held:
+            limits.append(held[i])
+    return min(limits) if limits else None
+
+
+def _within_limits(problem: BlendProblem, nodes: NodeCounts, held: Mapping[int, int]) -> bool:
+    for (i, _), n in nodes.items():
+        limit = node_limit(problem, i, held)
+        if limit is not None and n > limit:
+            return False
+    return True
+
+
+def forced_removals(problem: BlendProblem) -> dict[int, int]:
+    """Offer -> nodes running now above what any plan may run of it: removed going into the first hour.
+
+    Every plan removes them, so they count against the cap and the penalty whatever it decides.
+    Empty when the current nodes are not known.
+    """
+    forced = {}
+    for i, o in enumerate(problem.offers):
+        running = problem.current_nodes.get(o.key, 0)
+        limit = node_limit(problem, i)
+        if limit is not None and running > limit:
+            forced[i] = running - limit
+    return forced
+
+
 @dataclass
 class _Best:
     """The best plan so far and its objective."""
@@ -132,6 +175,8 @@ class _Best:
         """Keep this plan if it plans every hour, keeps the cap and beats the best so far."""
         if {t for _, t in nodes} != set(range(self.problem.horizon)) or not _keeps_cap(self.problem, nodes):
             return
+        if not _within_limits(self.problem, nodes, committed):
+            return  # more nodes of an offer than it can run: e.g. current nodes above the commitment, kept
         dollars = objective(self.problem, nodes, committed)
         if dollars < self.dollars - 1e-9:
             self.nodes, self.routed, self.committed = dict(nodes), dict(routed), dict(committed)
@@ -264,9 +309,20 @@ def _step_toward(
     cap: int,
     cheap: list[int],
 ) -> list[int] | None:
-    """One hour's nodes: at most ``cap`` changes from ``before``, serving ``served``, toward ``target``."""
+    """One hour's nodes: at most ``cap`` changes from ``before``, serving ``served``, toward ``target``.
+
+    Nodes in ``before`` above what their offer can run (more committed nodes than the commitment
+    runs, more than can be had) are removed first; they count against the cap like any change.
+    """
     now = list(before)
     moves = 0
+    for i in range(len(now)):
+        limit = node_limit(problem, i)
+        if limit is not None and now[i] > limit:
+            moves += now[i] - limit
+            now[i] = limit
+    if moves > cap:
+        return None
     for region in problem.regions:
         while not _region_serves(problem, now, region, served.get(region, 0.0)):
             grow = next(
@@ -529,6 +585,10 @@ def monolithic(problem: BlendProblem, deadline: Deadline) -> Found:
 
 def plan_horizon(problem: BlendProblem, deadline: Deadline) -> Found:
     """The best plan for a coupled horizon found before the deadline, with its proven lower bound."""
+    cap = problem.max_node_changes_per_hour
+    forced = forced_removals(problem)
+    if cap is not None and sum(forced.values()) > cap:
+        return Found(SolveStatus.INFEASIBLE, message=_forced_message(problem, forced))
     by_hour = hourly.solve_hours(problem, deadline.part(HOURLY_SHARE), (CHANGES,))
     status = status_of(by_hour.values())
     if status is SolveStatus.INFEASIBLE:
@@ -576,6 +636,25 @@ def _cap_message(problem: BlendProblem) -> str:
     return (
         f"maxNodeChangesPerHour {problem.max_node_changes_per_hour} is too low to follow demand "
         f"from the current nodes within {problem.horizon} hour(s)"
+    )
+
+
+def _forced_message(problem: BlendProblem, forced: Mapping[int, int]) -> str:
+    """Why the first hour breaks the cap whatever the plan: the current nodes above their offers' limits."""
+    reasons = []
+    for i, extra in forced.items():
+        o = problem.offers[i]
+        running = problem.current_nodes.get(o.key, 0)
+        limit = running - extra
+        if o.capacity_type is CapacityType.COMMITTED and limit == o.committed_nodes:
+            why = f"its commitment ({o.held_gpus} GPU{'' if o.held_gpus == 1 else 's'}) can run only {limit}"
+        else:
+            why = f"only {limit} can be had"
+        reasons.append(f"{running} {o.capacity_type.value} {o.gpu_class} nodes run in {o.region} but {why}")
+    total = sum(forced.values())
+    return (
+        f"maxNodeChangesPerHour {problem.max_node_changes_per_hour} is too low: {'; '.join(reasons)}; "
+        f"removing the {total} node(s) above that takes {total} node change(s) in the first hour"
     )
 
 

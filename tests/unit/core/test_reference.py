@@ -28,7 +28,9 @@ What it models, rule by rule (hour ``t``, region ``r``; nodes are non-negative i
   held x n x p every hour; committed nodes <= held.
 - Budget: every dollar of the hour (sunk, held, spot, on-demand, uncovered GPUs) <= budget.
 - Changes: |nodes_t - nodes_{t-1}| summed over offers; hour 0 against the current nodes only when
-  they are given. The cap bounds each hour's sum; the penalty prices every change.
+  they are given. The cap bounds each hour's sum; the penalty prices every change. Current nodes
+  above what their offer can run (two committed nodes on a one-node commitment) are no exception:
+  hour 0 runs at most the limit, so removing the rest is a change, and a cap below it leaves no plan.
 - Objective: the horizon cost plus penalty x changes.
 
 The planner is compared through ``plan.total_dollars`` (the horizon cost) plus the penalty on
