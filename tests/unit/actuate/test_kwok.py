@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from kubernetes import client
+
 from sunblend.actuate.providers import kwok
 from sunblend.api import load
 from sunblend.api.spec import CapacityType
@@ -58,3 +60,48 @@ def test_names_are_deterministic_and_fit_a_label():
     long = load.parse_pool({**pools.document(), "metadata": {"name": "a" * 60}})
     name = kwok.node_name(long, SPOT, 3)
     assert len(name) <= 63 and name == kwok.node_name(long, SPOT, 3)
+
+
+class _NodeApi:
+    """Stands in for CoreV1Api: reads give the stored nodes, patches are recorded."""
+
+    def __init__(self, stored):
+        self.stored = stored
+        self.patched = []
+
+    def read_node(self, name, **_):
+        return self.stored[name]
+
+    def patch_node(self, name, body, **_):
+        self.patched.append((name, body))
+
+
+def _stored(name, taints):
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(name=name, annotations={"sunblend.dev/ready-at": "2026-11-23T12:00:00+00:00"}),
+        spec=client.V1NodeSpec(taints=[client.V1Taint(key=k, value="true", effect="NoSchedule") for k in taints]),
+    )
+
+
+def test_settle_lifts_only_the_provisioning_taint_and_leaves_a_booted_node_that_went_not_ready_alone():
+    own = {"sunblend.dev/provider": "kwok", "sunblend.dev/pool": "t", "sunblend.dev/pool-namespace": "ns"}
+    view = snapshot.Snapshot(
+        nodes=(
+            snapshot.NodeView("booting", *SPOT, False, labels=own),
+            snapshot.NodeView("flapping", *SPOT, False, labels=own),  # booted long ago, its kubelet went NotReady
+            snapshot.NodeView("ready", *SPOT, True, labels=own),
+        )
+    )
+    api = _NodeApi(
+        {
+            "booting": _stored("booting", ["sunblend.dev/provisioning", "nvidia.com/gpu"]),
+            "flapping": _stored("flapping", ["node.kubernetes.io/not-ready"]),
+        }
+    )
+    provider = kwok.KwokProvider.__new__(kwok.KwokProvider)
+    provider._core = api
+    booted = provider.settle(_pool(), view, dt.datetime(2026, 11, 23, 12, 5, tzinfo=dt.UTC))
+    assert booted == ["kwok: node booting has booted"]
+    assert api.patched == [
+        ("booting", {"spec": {"taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]}})
+    ]

@@ -131,3 +131,23 @@ def test_an_eviction_refused_for_another_reason_is_a_drain_failure():
     core = FakeCore({"p": ApiException(status=500, reason="Internal Server Error")})
     with pytest.raises(drain.DrainFailed):
         drain.Drainer(core).evict("ns", "p")
+
+
+class FakeNodes:
+    """Records node patches."""
+
+    def __init__(self):
+        self.patched = []
+
+    def patch_node(self, name, body, **kwargs):
+        self.patched.append((name, body))
+
+
+def test_a_cordon_labels_the_node_with_the_draining_pool_in_the_same_write():
+    nodes = FakeNodes()
+    drain.Drainer(nodes).cordon("gpu-1", "uid-1")
+    drain.Drainer(nodes).cordon("gpu-2")
+    assert nodes.patched == [
+        ("gpu-1", {"spec": {"unschedulable": True}, "metadata": {"labels": {drain.DRAINING_LABEL: "uid-1"}}}),
+        ("gpu-2", {"spec": {"unschedulable": True}}),
+    ]
