@@ -390,6 +390,10 @@ def cmd_advise_commitments(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the operator against the cluster in $KUBECONFIG (or in-cluster)."""
+    if not 0 <= args.commitment_advice_hours <= 24 * 366:
+        raise UsageError(
+            f"--commitment-advice-hours: {args.commitment_advice_hours} is not a number of hours from 0 to 8784"
+        )
     from sunblend.handlers import startup  # kopf registers handlers on import: only when running
 
     startup.run(
@@ -417,6 +421,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             lease_name=args.lease_name,
             lease_namespace=args.lease_namespace,
             identity=args.identity,
+            commitment_advice_hours=args.commitment_advice_hours,
         )
     )
     return 0
@@ -553,6 +558,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus's TLS certificate")
     run.add_argument("--prometheus-insecure", action="store_true", help="do not verify Prometheus's TLS certificate")
     run.add_argument("--prometheus-timeout", type=float, default=5.0, help="seconds per Prometheus request (5)")
+    run.add_argument(
+        "--commitment-advice-hours",
+        type=float,
+        default=24.0,
+        help="with --prometheus-url: renew each pool's status.commitmentAdvice this often, and when its spec "
+        "changes (24; 0 disables)",
+    )
     run.add_argument(
         "--actuation-mode",
         choices=[m.value for m in ActuationMode],

@@ -17,6 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,25 @@ class Operator:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return response.read().decode()
+
+
+def enforcing(namespace: str) -> list[str]:
+    """`sunblend run` arguments for a test's own operator: its namespace only, Enforce mode, 2 s passes."""
+    return ["-n", namespace, "--actuation-mode", "Enforce", "--replan-seconds", "2"]
+
+
+@contextmanager
+def swapped_operator(operator: Operator, log: Path, *args: str) -> Iterator[Operator]:
+    """The session's operator stopped; one run with ``args`` instead, then the session's started again."""
+    operator.stop()
+    own = Operator(operator.cluster, log)
+    own.extra_args = list(args)
+    try:
+        own.start()
+        yield own
+    finally:
+        own.stop()
+        operator.start()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cluster, Operator, wait_for
+from tests.e2e.conftest import Cluster, Operator, enforcing, swapped_operator, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -109,15 +109,8 @@ def _nodes(cluster: Cluster, namespace: str, layout: dict[tuple[str, str], int])
 @contextmanager
 def _acting_operator(operator: Operator, namespace: str, tmp_path: Path, *args: str) -> Iterator[Operator]:
     """The session's operator stopped; one of this test's own running instead, then swapped back."""
-    operator.stop()
-    own = Operator(operator.cluster, tmp_path / "operator.log")
-    own.extra_args = ["-n", namespace, "--actuation-mode", "Enforce", "--replan-seconds", "2", *args]
-    try:
-        own.start()
+    with swapped_operator(operator, tmp_path / "operator.log", *enforcing(namespace), *args) as own:
         yield own
-    finally:
-        own.stop()
-        operator.start()
 
 
 def _slices(cluster: Cluster, namespace: str) -> dict[str, dict]:

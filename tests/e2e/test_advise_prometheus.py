@@ -14,6 +14,8 @@ import datetime as dt
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,26 +46,33 @@ def openmetrics(start: dt.datetime, days: int) -> str:
     return "\n".join([*lines, "# EOF", ""])
 
 
+@contextmanager
+def backfilled_prometheus(folder: Path, start: dt.datetime, days: int) -> Iterator[Prometheus]:
+    """A real Prometheus whose TSDB holds ``days`` of the counter from ``start`` (promtool backfill)."""
+    source = folder / "history.om"
+    source.write_text(openmetrics(start, days))
+    subprocess.run(
+        [str(PROMTOOL), "tsdb", "create-blocks-from", "openmetrics", str(source), str(folder / "tsdb")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    server = Prometheus(folder, {})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def prometheus(tmp_path: Path):
     if not PROMETHEUS.exists() or not PROMTOOL.exists():
         pytest.skip("Debian's prometheus package is not installed (make prometheus)")
     end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=2)
     start = end - dt.timedelta(days=DAYS)
-    source = tmp_path / "history.om"
-    source.write_text(openmetrics(start, DAYS))
-    subprocess.run(
-        [str(PROMTOOL), "tsdb", "create-blocks-from", "openmetrics", str(source), str(tmp_path / "tsdb")],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    server = Prometheus(tmp_path, {})
-    server.start()
-    try:
+    with backfilled_prometheus(tmp_path, start, DAYS) as server:
         yield server, start, end
-    finally:
-        server.stop()
 
 
 def test_advice_from_backfilled_prometheus_history(tmp_path, capsys, prometheus):

@@ -21,7 +21,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from sunblend.handlers import leader
-from tests.e2e.conftest import Cluster, Operator, wait_for
+from tests.e2e.conftest import Cluster, Operator, enforcing, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -140,12 +140,7 @@ def two_operators(operator: Operator, namespace: str, tmp_path: Path) -> Iterato
     """op-a and op-b on the test's namespace and Lease; the session's operator stopped meanwhile."""
     operator.stop()
     common = [
-        "-n",
-        namespace,
-        "--actuation-mode",
-        "Enforce",
-        "--replan-seconds",
-        "2",
+        *enforcing(namespace),
         "--clock-offset-seconds",
         _quiet_offset(),
         "--lease-name",

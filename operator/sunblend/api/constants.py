@@ -60,6 +60,8 @@ REASON_STALE_COMMAND: Final = "StaleCommand"
 REASON_ACTUATION_FAILED: Final = "ActuationFailed"
 REASON_THROUGHPUT_DIFFERS: Final = "ThroughputDiffers"
 REASON_ROUTES_PUBLISHED: Final = "RoutesPublished"
+REASON_COMMITMENT_ADVISED: Final = "CommitmentAdvised"
+REASON_COMMITMENT_ADVICE_FAILED: Final = "CommitmentAdviceFailed"
 
 # The kwok node provider: nodes it made, and the taint that holds pods off until a node has "booted".
 PROVIDER_LABEL: Final = "sunblend.dev/provider"

@@ -122,6 +122,44 @@ class Actuation(_Model):
     spot_nodes: list[str] = Field(default_factory=list, description="Spot nodes seen last time (to notice one vanish).")
 
 
+class CommitmentToBuy(_Model):
+    """Commitment advice for one GPU class in one region, beside what is held."""
+
+    gpu_class: str
+    region: str
+    advised_gpus: int = Field(ge=0, description="Committed GPUs the demand history pays for.")
+    held_gpus: int = Field(ge=0, description="Committed GPUs held now (spec.commitments).")
+    buy_gpus: int = Field(ge=0, description="GPUs to commit now beyond those held; 0 when enough are held.")
+    break_even_ratio: float | None = Field(
+        None, description="Share of hours a committed GPU must run to cost less than on-demand."
+    )
+    utilization_ratio: float | None = Field(None, description="Share of the advised GPU-hours the history runs.")
+
+
+class CommitmentAdvice(_Model):
+    """What to commit to now, from the pool's demand history in Prometheus, and what it saves."""
+
+    term: str = Field(description="The commitment term priced: pool (the pool's committed prices).")
+    commitments: list[CommitmentToBuy] = Field(default_factory=list)
+    saving_dollars_per_month: float | None = Field(
+        None, description="What holding the advice saves per month against holding no commitments."
+    )
+    saving_over_held_dollars_per_month: float | None = Field(
+        None, description="What holding the advice saves per month against holding what is held now."
+    )
+    demand_fall_ratio: float | None = Field(None, description="The fall in demand whose risk is reported.")
+    demand_fall_extra_dollars_per_month: float | None = Field(
+        None, description="If demand fell so: what the advice costs per month beyond holding none (<0: saves)."
+    )
+    history_start: str | None = Field(None, description="RFC 3339 start of the first hour of history used.")
+    history_end: str = Field(description="RFC 3339 end of the history read from Prometheus.")
+    history_window: str = Field(description="How far back Prometheus was read, e.g. 14d.")
+    history_hours: int | None = Field(None, ge=0, description="Hours of history advised on.")
+    computed_at: str = Field(description="RFC 3339 time the advice was computed.")
+    observed_generation: int | None = Field(None, ge=0, description="The spec generation it was computed for.")
+    error: str | None = Field(None, description="Why no advice could be made this time.")
+
+
 class InferencePoolStatus(_Model):
     """What the operator reports about a pool."""
 
@@ -160,6 +198,9 @@ class InferencePoolStatus(_Model):
     workloads: list[WorkloadReplicas] = Field(default_factory=list, description="Each workloadRefs entry.")
     actuation: Actuation | None = None
     throughput: list[RegionThroughput] = Field(default_factory=list)
+    commitment_advice: CommitmentAdvice | None = Field(
+        None, description="What to commit to now and what it saves (the operator, with Prometheus)."
+    )
     policy_state: dict[str, Any] | None = Field(
         None, description="The decision engine's memory (forecast correction, spot losses, plan ahead)."
     )

@@ -16,12 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sunblend.api import load
 from sunblend.core import consolidation
+from sunblend.handlers import background
 
 EVERY = dt.timedelta(hours=1)
 INTERVAL_SECONDS = 60.0
@@ -37,16 +37,6 @@ class EventPoster(Protocol):
     def post_event(
         self, pool: Mapping[str, Any], event_type: str, reason: str, message: str, now: dt.datetime
     ) -> None: ...
-
-
-def _leading(memo: Mapping[str, Any]) -> bool:
-    leading: Callable[[], bool] | None = memo.get("leading")
-    return leading is None or leading()
-
-
-def _now(memo: Mapping[str, Any]) -> dt.datetime:
-    clock: Callable[[], dt.datetime] | None = memo.get("clock")
-    return clock() if clock is not None else dt.datetime.now(dt.UTC)
 
 
 def entries(pools: Mapping[tuple[str, str], str]) -> tuple[list[consolidation.PoolEntry], dict[str, dict[str, Any]]]:
@@ -65,7 +55,7 @@ def entries(pools: Mapping[tuple[str, str], str]) -> tuple[list[consolidation.Po
     return found, bodies
 
 
-class Adviser:
+class Adviser(background.Pass):
     """One background thread advising on consolidation, at most once per ``every`` per group."""
 
     def __init__(
@@ -75,20 +65,10 @@ class Adviser:
         interval: float = INTERVAL_SECONDS,
         every: dt.timedelta = EVERY,
     ) -> None:
-        self._memo = memo
+        super().__init__(memo, interval, "sunblend-consolidation")
         self._poster = poster
-        self._interval = interval
         self._every = every
         self._advised: dict[GroupKey, dt.datetime] = {}  # when each group was last looked at
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sunblend-consolidation", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def run_once(self, now: dt.datetime) -> list[consolidation.GroupAdvice]:
         """Advise every group that is due at ``now``; return the advice posted as events."""
@@ -102,7 +82,7 @@ class Adviser:
             last = self._advised.get(key)
             if last is not None and now - last < self._every:
                 continue
-            if not _leading(self._memo):
+            if not background.leading(self._memo):
                 break  # the leader Lease lapsed: post nothing more
             self._advised[key] = now
             advice = consolidation.advise_group(model, members, now)
@@ -119,10 +99,3 @@ class Adviser:
                 )
             posted.append(advice)
         return posted
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once(_now(self._memo))
-            except Exception:  # the thread must survive one bad pass; the next pass retries
-                logger.exception("consolidation pass failed")

@@ -17,32 +17,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from sunblend.actuate import status as status_writer
 from sunblend.api import constants
-from sunblend.handlers import metrics
+from sunblend.handlers import background, metrics
 from sunblend.loop import merge, reconcile
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
 LOOP_SECONDS = 30.0
 
 logger = logging.getLogger(__name__)
-
-
-def _now(memo: Mapping[str, Any]) -> dt.datetime:
-    clock: Callable[[], dt.datetime] | None = memo.get("clock")
-    return clock() if clock is not None else dt.datetime.now(dt.UTC)
-
-
-def _leading(memo: Mapping[str, Any]) -> bool:
-    leading: Callable[[], bool] | None = memo.get("leading")
-    return leading is None or leading()
 
 
 def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, seconds: float) -> None:
@@ -58,12 +47,14 @@ def _record(body: kopf.Body | dict[str, Any], outcome: reconcile.Outcome, second
 @kopf.on.update(*RESOURCE, field="spec")
 def plan_pool(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, reason: str = "", **_: Any) -> None:
     """Step a pool when it appears or changes (plan again), or when the operator restarts (continue)."""
-    if not _leading(memo):  # the leader Lease lapsed: this replica is about to exit; the new leader handles it
+    if not background.leading(
+        memo
+    ):  # the leader Lease lapsed: this replica is about to exit; the new leader handles it
         raise kopf.TemporaryError("this replica no longer holds the leader Lease", delay=LOOP_SECONDS)
     started = time.perf_counter()
     services: reconcile.Services = memo["services"]
     changed = None if reason == "resume" else True
-    outcome = reconcile.reconcile(dict(body), _now(memo), services, spec_changed=changed)
+    outcome = reconcile.reconcile(dict(body), background.now(memo), services, spec_changed=changed)
     patch.setdefault("status", {}).update(outcome.status)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -122,7 +113,7 @@ def handled(body: Mapping[str, Any]) -> bool:
     return "conditions" in status and status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
-class Replanner:
+class Replanner(background.Pass):
     """One background thread stepping every handled pool, instead of one kopf timer per pool."""
 
     def __init__(
@@ -131,18 +122,8 @@ class Replanner:
         writer: status_writer.StatusWriter,
         interval: float = LOOP_SECONDS,
     ) -> None:
-        self._memo = memo
+        super().__init__(memo, interval, "sunblend-fast-loop")
         self._writer = writer
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sunblend-fast-loop", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def run_once(self, now: dt.datetime) -> int:
         """Step every handled pool; return how many statuses were written."""
@@ -150,7 +131,7 @@ class Replanner:
         services: reconcile.Services = self._memo["services"]
         pools: dict[tuple[str, str], str] = self._memo["pools"]
         for key, text in list(pools.items()):
-            if not _leading(self._memo):
+            if not background.leading(self._memo):
                 break  # the leader Lease lapsed: write nothing more
             body = json.loads(text)
             if not handled(body):
@@ -177,10 +158,3 @@ class Replanner:
             _record(body, outcome, time.perf_counter() - started)
             count += 1
         return count
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once(_now(self._memo))
-            except Exception:  # the loop must survive one bad pass; the next pass retries
-                logger.exception("fast-loop pass failed")
