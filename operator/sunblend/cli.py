@@ -86,9 +86,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _duration(text: str, flag: str) -> dt.timedelta:
     units = {"s": 1, "m": 60, "h": 3600}
     try:
-        return dt.timedelta(seconds=float(text[:-1]) * units[text[-1]])
-    except (KeyError, ValueError, IndexError):
-        raise UsageError(f"{flag}: {text!r} is not a duration like 30s, 1m or 1h") from None
+        seconds = float(text[:-1]) * units[text[-1]]
+        if not 0 <= seconds <= 366 * 86400:
+            raise ValueError(seconds)
+        return dt.timedelta(seconds=seconds)
+    except (KeyError, ValueError, IndexError, OverflowError):
+        raise UsageError(f"{flag}: {text!r} is not a duration like 30s, 1m or 1h (at most a year)") from None
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import csv
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ class Traces:
         return max(s.times[-1] for s in self.demand.values())
 
 
-def _time(text: str, where: str) -> dt.datetime:
+def _time(text: str | None, where: str) -> dt.datetime:
+    if text is None:
+        raise TraceError(f"{where}: missing (the row is short)")
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -64,13 +67,22 @@ def _time(text: str, where: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
-def _number(text: str, where: str) -> float:
+def _text(row: Mapping[str, str | None], column: str, where: str) -> str:
+    value = row.get(column)
+    if value is None or not value.strip():
+        raise TraceError(f"{where} {column}: missing (the row is short or the cell empty)")
+    return value.strip()
+
+
+def _number(text: str | None, where: str) -> float:
+    if text is None:
+        raise TraceError(f"{where}: missing (the row is short)")
     try:
         value = float(text)
     except ValueError:
         raise TraceError(f"{where}: {text!r} is not a number") from None
-    if value < 0 or value != value:
-        raise TraceError(f"{where}: {text!r} must be a non-negative number")
+    if not math.isfinite(value) or value < 0:
+        raise TraceError(f"{where}: {text!r} must be a finite, non-negative number")
     return value
 
 
@@ -98,8 +110,11 @@ def _series(points: Mapping[object, list[tuple[dt.datetime, float]]]) -> dict[ob
 def read_demand(path: Path, tokens_per_request: float | None = None) -> dict[str, Series]:
     """Demand per region in tokens/s; ``requests_per_second`` needs ``tokens_per_request``."""
     points: dict[object, list[tuple[dt.datetime, float]]] = defaultdict(list)
-    with path.open(encoding="utf-8") as handle:
-        header = handle.readline()
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TraceError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
     by_requests = "tokens_per_second" not in header and "requests_per_second" in header
     column = "requests_per_second" if by_requests else "tokens_per_second"
     if by_requests and not tokens_per_request:
@@ -107,7 +122,7 @@ def read_demand(path: Path, tokens_per_request: float | None = None) -> dict[str
     for number, row in _rows(path, ("timestamp", "region", column)):
         where = f"{path}:{number}"
         value = _number(row[column], f"{where} {column}")
-        points[row["region"]].append(
+        points[_text(row, "region", where)].append(
             (_time(row["timestamp"], f"{where} timestamp"), value * (tokens_per_request or 1.0))
         )
     if not points:
@@ -121,7 +136,9 @@ def read_spot(path: Path) -> dict[tuple[str, str], Series]:
     for number, row in _rows(path, ("timestamp", "region", "gpu_class", "available_gpus")):
         where = f"{path}:{number}"
         value = _number(row["available_gpus"], f"{where} available_gpus")
-        points[(row["region"], row["gpu_class"])].append((_time(row["timestamp"], f"{where} timestamp"), value))
+        points[(_text(row, "region", where), _text(row, "gpu_class", where))].append(
+            (_time(row["timestamp"], f"{where} timestamp"), value)
+        )
     return {k: v for k, v in _series(points).items()}  # type: ignore[misc]
 
 
@@ -131,13 +148,13 @@ def read_prices(path: Path) -> dict[tuple[str, str, CapacityType], Series]:
     for number, row in _rows(path, ("timestamp", "region", "gpu_class", "capacity_type", "usd_per_gpu_hour")):
         where = f"{path}:{number}"
         try:
-            capacity_type = CapacityType(row["capacity_type"])
+            capacity_type = CapacityType(_text(row, "capacity_type", where))
         except ValueError:
             raise TraceError(
                 f"{where} capacity_type: {row['capacity_type']!r} is not one of committed, spot, on-demand"
             ) from None
         value = _number(row["usd_per_gpu_hour"], f"{where} usd_per_gpu_hour")
-        points[(row["region"], row["gpu_class"], capacity_type)].append(
+        points[(_text(row, "region", where), _text(row, "gpu_class", where), capacity_type)].append(
             (_time(row["timestamp"], f"{where} timestamp"), value)
         )
     return {k: v for k, v in _series(points).items()}  # type: ignore[misc]
