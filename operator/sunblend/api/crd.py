@@ -121,6 +121,13 @@ def _printer_columns() -> list[dict[str, Any]]:
             "jsonPath": ".status.spotPercent",
             "description": "Share of planned GPUs on spot.",
         },
+        {
+            "name": "CommitSave$/mo",
+            "type": "number",
+            "priority": 1,
+            "jsonPath": ".status.commitmentAdvice.savingOverHeldDollarsPerMonth",
+            "description": "What buying the advised commitments would save per month over those held (with Prometheus).",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

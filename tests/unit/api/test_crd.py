@@ -47,6 +47,7 @@ def test_names_status_printer_columns_and_rules():
         "HourSavings%",
         "HorizonSavings%",
         "Spot%",
+        "CommitSave$/mo",
         "Age",
     ]
     text = COMMITTED.read_text()
