@@ -690,7 +690,13 @@ def control_plane(
                 env=env,
             )
             time.sleep(5)
-            yield api, core, operator
+            try:
+                yield api, core, operator
+            except BaseException:
+                # The operator's log goes with the temporary folder: show its end first.
+                tail = (Path(tmp) / "operator.log").read_bytes()[-6000:].decode(errors="replace")
+                print(f"--- the operator's log, its end ---\n{tail}", file=sys.stderr, flush=True)
+                raise
         finally:
             if operator is not None:
                 operator.send_signal(signal.SIGTERM)

@@ -126,7 +126,7 @@ def _printer_columns() -> list[dict[str, Any]]:
             "type": "number",
             "priority": 1,
             "jsonPath": ".status.commitmentAdvice.savingOverHeldDollarsPerMonth",
-            "description": "What buying the advised commitments would save per month over those held (with Prometheus).",
+            "description": "What buying the advised commitments would save per month over those held.",
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

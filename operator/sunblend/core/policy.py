@@ -300,13 +300,17 @@ class _Step:
     # -- spot ---------------------------------------------------------------------------------
 
     def learn_spot(self) -> None:
-        """Fold the time each spot offer ran into its learned risk."""
+        """Fold the time each spot offer ran into its learned risk, at most every ``OBSERVE_EVERY``
+        (with the nodes running then), so the state stored in the pool's status does not change
+        at every step."""
         for key in self.offers:
             if key[2] is not CapacityType.SPOT:
                 continue
             before = self.spot_risk.get(key)
             running = self.obs.ready.get(key, 0)
             if before is None and not running:
+                continue
+            if before is not None and self.obs.now - before.updated < spotrisk.OBSERVE_EVERY:
                 continue
             self.spot_risk[key] = spotrisk.observe(before, self.obs.now, running, 0)
 

@@ -31,6 +31,7 @@ HALF_LIFE = dt.timedelta(hours=24)  # the counts' half-life
 REFUSAL_WINDOW = dt.timedelta(minutes=15)  # the retry window after a refused launch
 LOSS_WINDOW = dt.timedelta(minutes=30)  # the first retry window after a loss
 MAX_WINDOW = dt.timedelta(hours=1)
+OBSERVE_EVERY = dt.timedelta(hours=1)  # run time is folded in this often: the stored state stays still between
 PRIOR_LOSSES_PER_NODE_HOUR = 0.02  # a weak prior: one loss per 50 node-hours
 PRIOR_NODE_HOURS = 5.0
 

@@ -136,11 +136,11 @@ def _login() -> None:
 
 def _kubernetes(max_workers: int) -> client.ApiClient:
     """The operator's API client, with a connection for each thread that may use it at once: kopf's
-    handler threads, the snapshot reader's request threads and the fast loop (a request beyond the
+    handler threads, the snapshot reader's request threads and the fast loop's steps (a request beyond the
     pool's size opens, and then drops, a connection of its own)."""
     _login()
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = max_workers + snapshot.READ_CONCURRENCY + 2
+    configuration.connection_pool_maxsize = max_workers + snapshot.READ_CONCURRENCY + pool.LOOP_CONCURRENCY
     return _CountingApiClient(configuration)
 
 

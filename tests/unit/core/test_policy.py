@@ -290,3 +290,15 @@ def test_the_error_book_learns_each_minute_against_the_hours_forecast_and_surviv
     assert book.unserved_share(headroom.GRID.index(1.0)) == pytest.approx(200 / 1200)
     restored = policy_state.from_document(json.loads(json.dumps(policy_state.to_document(state))))
     assert restored.errors == state.errors and restored.spot_risk == state.spot_risk
+
+
+def test_with_nothing_new_the_stored_state_stays_the_same_from_step_to_step():
+    pool_spec, base = _pool()
+    seen = {"ready": {SPOT: 5, OD: 5}, "replicas": {SPOT: 5, OD: 5}, "ready_replicas": {SPOT: 5, OD: 5}}
+    state = _step(pool_spec, base, policy.State(), NOON, **seen).state
+    documents = []
+    for minute in range(1, 4):  # spot runs: its risk learns only hourly, so nothing is written each step
+        state = _step(pool_spec, base, state, NOON + dt.timedelta(minutes=minute), **seen).state
+        documents.append(policy_state.to_document(state))
+    assert documents[0] == documents[1] == documents[2]
+    assert SPOT in state.spot_risk

@@ -190,7 +190,7 @@ def test_bad_trace_rows_name_the_file_line_and_column(tmp_path):
     with pytest.raises(traces.TraceError, match=r"demand.csv:3 timestamp: .* has no time zone"):
         traces.read_demand(path)
     path.write_text("timestamp,region,tokens_per_second\n2026-11-23T00:00:00Z,r1,-5\n")
-    with pytest.raises(traces.TraceError, match=r"demand.csv:2 tokens_per_second: '-5' must be a non-negative"):
+    with pytest.raises(traces.TraceError, match=r"demand.csv:2 tokens_per_second: '-5' must be a finite, non-negative"):
         traces.read_demand(path)
 
 
