@@ -1,7 +1,7 @@
 """JSON merge patches (RFC 7386) for the pool's status: what to send, and what the server will keep.
 
 A merge patch replaces lists but merges maps: a key left out of a map stays on the server, and
-only ``null`` removes it. The engine's state holds maps whose keys come and go (spot memory per
+only ``null`` removes it. The engine's state holds maps whose keys come and go (spot risk per
 offer, surge per offer, ...), so the status patch must null the keys that went, or old entries
 would come back on the next read. Pure.
 """
