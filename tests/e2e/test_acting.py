@@ -122,6 +122,19 @@ def _replicas(cluster: Cluster, namespace: str) -> dict[str, int]:
     return {name: d["spec"]["replicas"] for name, d in _slices(cluster, namespace).items()}
 
 
+def _keep_all_pods(cluster: Cluster, namespace: str) -> None:
+    """A PodDisruptionBudget that allows no eviction of the pool's 4 pods."""
+    cluster.apply(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "keep-all"},
+            "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "chat"}}},
+        },
+        namespace,
+    )
+
+
 def _pool_status(cluster: Cluster, namespace: str) -> dict:
     return cluster.get("inferencepools.sunblend.dev", POOL, "-n", namespace).get("status", {})
 
@@ -239,15 +252,7 @@ def test_a_pdb_holds_a_drain_back_and_nothing_is_force_deleted(operator, namespa
     try:
         with _acting_operator(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(QUIET)):
             # Four replicas on two nodes: the scheduler spreads them, the plan wants one node.
-            cluster.apply(
-                {
-                    "apiVersion": "policy/v1",
-                    "kind": "PodDisruptionBudget",
-                    "metadata": {"name": "keep-all"},
-                    "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "chat"}}},
-                },
-                namespace,
-            )
+            _keep_all_pods(cluster, namespace)
             cluster.apply(_pool(namespace, [LONDON]), namespace)
             pods = wait_for(
                 lambda: _if(_running_pods(cluster, namespace), lambda p: len(p) == 4), 90, what="4 pods running"

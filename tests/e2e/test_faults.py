@@ -36,6 +36,7 @@ from tests.e2e.test_acting import (
     _by_offer,
     _condition,
     _if,
+    _keep_all_pods,
     _kwok_nodes,
     _nodes,
     _offset,
@@ -244,15 +245,7 @@ def test_a_killed_operator_continues_a_held_drain_without_repeating_it(operator,
             own.start()
             # Four replicas on two nodes (the scheduler spreads them); the plan wants one node, and a
             # PodDisruptionBudget allows no eviction: the drain starts and is held.
-            cluster.apply(
-                {
-                    "apiVersion": "policy/v1",
-                    "kind": "PodDisruptionBudget",
-                    "metadata": {"name": "keep-all"},
-                    "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "chat"}}},
-                },
-                namespace,
-            )
+            _keep_all_pods(cluster, namespace)
             cluster.apply(_pool(namespace, [LONDON]), namespace)
             pods = wait_for(
                 lambda: _if(_running_pods(cluster, namespace), lambda p: len(p) == 4), 90, what="4 pods running"
@@ -373,15 +366,7 @@ def test_a_drain_whose_status_write_was_lost_to_a_kill_is_still_finished(operato
             _recording(cluster, tmp_path / "pods.json", "pods", "-n", namespace) as pods_seen,
             _operators(operator, namespace, tmp_path, "--clock-offset-seconds", _offset(QUIET)) as own,
         ):
-            cluster.apply(
-                {
-                    "apiVersion": "policy/v1",
-                    "kind": "PodDisruptionBudget",
-                    "metadata": {"name": "keep-all"},
-                    "spec": {"minAvailable": 4, "selector": {"matchLabels": {"app": "chat"}}},
-                },
-                namespace,
-            )
+            _keep_all_pods(cluster, namespace)
             cluster.apply(_pool(namespace, [LONDON]), namespace)
             for document in lost:
                 cluster.apply(document, namespace)

@@ -22,6 +22,7 @@ from kubernetes import config as kube_config
 
 from sunblend.handlers import leader
 from tests.e2e.conftest import Cluster, Operator, enforcing, wait_for
+from tests.e2e.test_acting import _pool as acting_pool
 
 pytestmark = pytest.mark.e2e
 
@@ -36,49 +37,14 @@ LEASE = "sunblend-leader-e2e"
 
 
 def _pool(namespace: str, tokens_per_second: int) -> dict:
-    return {
-        "apiVersion": "sunblend.dev/v1alpha1",
-        "kind": "InferencePool",
-        "metadata": {"name": POOL, "namespace": namespace},
-        "spec": {
-            "modelServer": {
-                "gpusPerReplica": 2,
-                "tokensPerSecondPerReplica": 1000,
-                "template": {
-                    "metadata": {"labels": {"app": "chat"}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "server",
-                                "image": "vllm/vllm-openai",
-                                "resources": {
-                                    "requests": {"cpu": "1", "nvidia.com/gpu": "2"},
-                                    "limits": {"nvidia.com/gpu": "2"},
-                                },
-                            }
-                        ]
-                    },
-                },
-            },
-            "regions": [
-                {
-                    "name": REGION,
-                    "timeZone": "Europe/London",
-                    "demand": {"baselineTokensPerSecond": tokens_per_second, "peakTokensPerSecond": tokens_per_second},
-                }
-            ],
-            "gpuClasses": [
-                {
-                    "name": "h100",
-                    "gpusPerNode": 8,
-                    "nodeSelector": {"sunblend.dev/test": namespace},
-                    "prices": {"spot": 2.0, "onDemand": 8.0},
-                }
-            ],
-            "policy": {"headroom": 0, "maxSpotFraction": 0, "minReplicasPerRegion": 1},
-            "actuation": {"mode": "Enforce"},
-        },
+    """test_acting's pool in London only, at a steady ``tokens_per_second``, on-demand only."""
+    london = {
+        "name": REGION,
+        "timeZone": "Europe/London",
+        "demand": {"baselineTokensPerSecond": tokens_per_second, "peakTokensPerSecond": tokens_per_second},
     }
+    policy = {"headroom": 0, "maxSpotFraction": 0, "minReplicasPerRegion": 1}
+    return acting_pool(namespace, [london], policy=policy, actuation={"mode": "Enforce"})
 
 
 def _nodes(cluster: Cluster, namespace: str, count: int) -> list[str]:
