@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import CHART_NAMESPACE, RELEASE, SERVICE_ACCOUNT, Operator, wait_for
+from tests.e2e.conftest import CHART_NAMESPACE, RELEASE, SERVICE_ACCOUNT, Operator, swapped_operator, wait_for
+from tests.e2e.test_acting import QUIET, _offset
 
 pytestmark = pytest.mark.e2e
 
@@ -250,41 +251,44 @@ def test_the_service_account_can_do_what_the_operator_needs_and_nothing_more(cha
     assert run.stdout.strip() == ("yes" if allowed else "no"), run.stdout + run.stderr
 
 
-def test_the_status_shows_the_model_servers_replicas(operator, namespace):
+def test_the_status_shows_the_model_servers_replicas(operator, namespace, tmp_path):
     cluster = operator.cluster
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "vllm-llama-70b"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "vllm"}},
-            "template": {
-                "metadata": {"labels": {"app": "vllm"}},
-                "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]},
+    # At a quiet hour of the operator's clock: in the last 8 minutes of an hour the next hour's
+    # plan boots ahead, and the planned replicas then exceed this hour's.
+    with swapped_operator(operator, tmp_path / "operator.log", "--clock-offset-seconds", _offset(QUIET)):
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "vllm-llama-70b"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "vllm"}},
+                "template": {
+                    "metadata": {"labels": {"app": "vllm"}},
+                    "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.0"}]},
+                },
             },
-        },
-    }
-    cluster.apply(deployment, namespace)
-    cluster.apply(_example(), namespace)
-    pool = wait_for(
-        lambda: (
-            (p := cluster.get("inferencepools.sunblend.dev", "chat-india-uk", "-n", namespace))
-            .get("status", {})
-            .get("workload")
-            and p
-        ),
-        10,
-        what="status.workload",
-    )
-    workload = pool["status"]["workload"]
-    assert (workload["kind"], workload["name"], workload["found"], workload["replicas"]) == (
-        "Deployment",
-        "vllm-llama-70b",
-        True,
-        3,
-    )
-    assert workload["plannedReplicas"] == sum(c["replicas"] for c in pool["status"]["current"])
+        }
+        cluster.apply(deployment, namespace)
+        cluster.apply(_example(), namespace)
+        pool = wait_for(
+            lambda: (
+                (p := cluster.get("inferencepools.sunblend.dev", "chat-india-uk", "-n", namespace))
+                .get("status", {})
+                .get("workload")
+                and p
+            ),
+            10,
+            what="status.workload",
+        )
+        workload = pool["status"]["workload"]
+        assert (workload["kind"], workload["name"], workload["found"], workload["replicas"]) == (
+            "Deployment",
+            "vllm-llama-70b",
+            True,
+            3,
+        )
+        assert workload["plannedReplicas"] == sum(c["replicas"] for c in pool["status"]["current"])
 
 
 def test_new_gpu_nodes_are_seen_without_any_change_to_the_pool(operator, namespace, tmp_path):
@@ -292,7 +296,7 @@ def test_new_gpu_nodes_are_seen_without_any_change_to_the_pool(operator, namespa
     cluster = operator.cluster
     operator.stop()
     quick = Operator(cluster, tmp_path / "operator.log")
-    quick.extra_args = ["--replan-seconds", "1"]
+    quick.extra_args = ["--replan-seconds", "1", "--clock-offset-seconds", _offset(QUIET)]  # not near :52
     document = _example()
     selector = {"sunblend.dev/test": namespace}
     document["spec"]["gpuClasses"][0]["nodeSelector"] = selector
