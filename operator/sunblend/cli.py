@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,16 @@ def _read(path: str) -> str:
         raise UsageError(f"{path}: {error.strerror}") from None
 
 
+def _emit(output: str, document_of: Callable[[], Any], render: Callable[[], object]) -> None:
+    """Print the command's result: the document alone as JSON or YAML, or ``render`` it as a table."""
+    if output == "json":
+        print(json.dumps(document_of(), indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(document_of(), sort_keys=False), end="")
+    else:
+        render()
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Plan one pool and print the plan."""
     pool = load.load_text(_read(args.pool))
@@ -67,12 +77,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     blend_problem = problem.from_spec(pool.spec, now)
     result = blend.plan(blend_problem)
     name = f"{pool.metadata.namespace}/{pool.metadata.name}"
-    if args.output == "json":
-        print(json.dumps(document.plan_document(result, name), indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(document.plan_document(result, name), sort_keys=False), end="")
-    else:
-        table.render(result, name, dict(blend_problem.time_zones), table.console())
+    _emit(
+        args.output,
+        lambda: document.plan_document(result, name),
+        lambda: table.render(result, name, dict(blend_problem.time_zones), table.console()),
+    )
     if args.png:
         from sunblend.present import chart  # matplotlib is slow to import; only when asked
 
@@ -145,12 +154,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     one_or_all: object = {**documents[0], "bounds": bound_documents}
     if len(documents) > 1:
         one_or_all = [*documents, *bound_documents]
-    if args.output == "json":
-        print(json.dumps(one_or_all, indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(one_or_all, sort_keys=False), end="")
-    else:
-        table.render_simulation([*documents, *bound_documents], table.console())
+    _emit(
+        args.output,
+        lambda: one_or_all,
+        lambda: table.render_simulation([*documents, *bound_documents], table.console()),
+    )
     if args.png:
         from sunblend.present import chart
 
@@ -295,12 +303,11 @@ def cmd_advise_consolidation(args: argparse.Namespace) -> int:
     for entry in entries:
         _check_horizon(now, entry.spec.planning.horizon_hours, "--at", args.at or now.isoformat())
     advice = consolidation.advise(entries, now)
-    if args.output == "json":
-        print(json.dumps(consolidation.document(advice), indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(consolidation.document(advice), sort_keys=False), end="")
-    else:
-        sys.stdout.write(_consolidation_table(advice, len(entries)))
+    _emit(
+        args.output,
+        lambda: consolidation.document(advice),
+        lambda: sys.stdout.write(_consolidation_table(advice, len(entries))),
+    )
     return 0
 
 
@@ -382,12 +389,11 @@ def cmd_advise_commitments(args: argparse.Namespace) -> int:
     except OverflowError:  # a timestamp whose UTC time leaves the calendar
         raise UsageError("a timestamp in the history is out of range: times must fall within years 1 to 9999") from None
     name = f"{pool.metadata.namespace}/{pool.metadata.name}"
-    if args.output == "json":
-        print(json.dumps(advice_view.document(advice, name), indent=2))
-    elif args.output == "yaml":
-        print(yaml.safe_dump(advice_view.document(advice, name), sort_keys=False), end="")
-    else:
-        advice_view.render(advice, name, table.console())
+    _emit(
+        args.output,
+        lambda: advice_view.document(advice, name),
+        lambda: advice_view.render(advice, name, table.console()),
+    )
     return 0
 
 
