@@ -161,6 +161,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The processes whose CPU time a burst reports beside the operator's (by their /proc comm name).
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far: the whole machine ("busy": all but idle and iowait, over every CPU) and
+    each control-plane process by name, so a burst's reading shows who shared the machine's CPUs."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {"busy": (sum(fields) - fields[3] - fields[4]) / ticks, "bench_client": cpu_seconds(os.getpid())}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name.startswith(CONTROL_PLANE):
+            values = text.rsplit(")", 1)[1].split()
+            key = next(n for n in CONTROL_PLANE if name.startswith(n))
+            out[key] = out.get(key, 0.0) + (int(values[11]) + int(values[12])) / ticks
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU seconds used between two ``machine_cpu_seconds`` readings, and the machine's busy share of its CPUs."""
+    used = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 1) for k in after}
+    used["busy_fraction"] = round(used["busy"] / (seconds * (os.cpu_count() or 1)), 3) if seconds > 0 else 0.0
+    return used
+
+
 def load_pool(name: str, i: int, mode: str) -> dict[str, Any]:
     """bench/reconcile.py's --acting pool with one replica per node (8 GPUs, 9,600 tokens/s), so that a pool
     is one node and one pod per region: the control plane then runs 2N pods for N pools, not 8N."""
@@ -240,7 +270,7 @@ def _measure(
         created[name] = time.monotonic()
         api.create_namespaced_custom_object(rc.GROUP, rc.VERSION, NAMESPACE, rc.PLURAL, load_pool(name, i, mode))
 
-    metrics_start, cpu_start = operator_metrics(metrics_port), cpu_seconds(pid)
+    metrics_start, cpu_start, machine_start = operator_metrics(metrics_port), cpu_seconds(pid), machine_cpu_seconds()
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(args.pools)))
@@ -250,6 +280,7 @@ def _measure(
     ready = [n for n in names if n in tracker.ready]
     all_ready = max((tracker.ready[n] for n in ready), default=started) - started
     metrics_ready, cpu_ready = operator_metrics(metrics_port), cpu_seconds(pid)
+    machine_ready = cpu_used(machine_start, machine_cpu_seconds(), time.monotonic() - started)
     memory_ready = rc.memory_kib(pid)
     log(f"{len(ready)}/{args.pools} Ready {all_ready:.1f} s after the first create")
     burst: dict[str, Any] = {
@@ -258,6 +289,7 @@ def _measure(
         "all_ready_seconds": round(all_ready, 3),
         **summary([tracker.ready[n] - created[n] for n in ready]),
         "operator_cpu_seconds": round(cpu_ready - cpu_start, 1),
+        "cpu_seconds": machine_ready,
         "writes": writes(metrics_start, metrics_ready),
         **steps(metrics_start, metrics_ready),
         "memory_kib": memory_ready,
@@ -434,6 +466,8 @@ def main() -> int:
                 "Ready: the pool's Ready condition is True for the expected generation, seen on a watch of the pools; "
                 "times are this machine's monotonic clock from just before the create or patch call",
                 "burst: N pools created by 8 client threads; all_ready_seconds from the first create to the last Ready",
+                "burst cpu_seconds: CPU time used from the first create to the last Ready by the whole machine (busy, "
+                "and busy_fraction of all its CPUs), by each control-plane process and by this client",
                 "steady: with the N pools in place, new pools and spec changes alternately, one at a time, "
                 "interval_seconds apart; p99 of so few samples is close to their maximum",
                 "writes_per_minute: the operator's sunblend_api_writes_total in the quiet window (no change at all), "

@@ -5,7 +5,8 @@ what it returns (status patch, events, metrics). Handlers are synchronous; kopf 
 its thread pool. No handler blocks deletion and there are no per-object timers or daemons, so
 kopf never adds a finalizer. Instead one loop per operator (``Replanner``) steps every pool
 every ``LOOP_SECONDS`` from the latest bodies kopf has seen: the decision engine plans at each
-hour (and 8 minutes ahead of it) and scales between plans.
+hour (and 8 minutes ahead of it) and scales between plans. A pool a handler stepped within the
+last half interval waits for the next pass, so a burst of new pools is read once, not twice.
 
 Only the replica holding the leader Lease runs kopf at all (``startup``, ``leader``); both paths
 also check ``memo["leading"]`` before they step a pool, so a leader whose Lease has lapsed writes
@@ -71,6 +72,9 @@ def remember_pool(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
     if event.get("type") == "DELETED":
         pools.pop(key, None)
         metrics.forget(*key)
+        services: reconcile.Services | None = memo.get("services")
+        if services is not None and body.metadata.uid:
+            services.forget(body.metadata.uid)
     else:
         pools[key] = essentials(body)
 
@@ -126,6 +130,7 @@ class Replanner(background.Pass):
     ) -> None:
         super().__init__(memo, interval, "sunblend-fast-loop")
         self._writer = writer
+        self._recent = dt.timedelta(seconds=interval / 2)
 
     def run_once(self, now: dt.datetime) -> int:
         """Step every handled pool, ``LOOP_CONCURRENCY`` at a time; return how many statuses were written.
@@ -146,6 +151,10 @@ class Replanner(background.Pass):
         pools: dict[tuple[str, str], str] = self._memo["pools"]
         body = json.loads(text)
         if not handled(body):
+            return 0
+        # A pool a handler stepped within the last half interval (it was just created or changed) waits
+        # for the next pass: in a burst of new pools the loop would only repeat the handlers' reads.
+        if services.stepped_since(str(body["metadata"].get("uid") or ""), now - self._recent):
             return 0
         started = time.perf_counter()
         outcome = reconcile.reconcile(body, now, services, spec_changed=False)

@@ -103,12 +103,24 @@ class Services:
     default_provider: spec.NodeProviderName = spec.NodeProviderName.NONE
     problems: dict[str, problem.BlendProblem] = field(default_factory=dict)  # per spec digest
     locks: dict[str, threading.Lock] = field(default_factory=dict)
+    stepped: dict[str, dt.datetime] = field(default_factory=dict)  # per pool uid: the decision time of its last step
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def lock(self, uid: str) -> threading.Lock:
         """One lock per pool: the kopf handlers and the fast loop never act on a pool at once."""
         with self._guard:
             return self.locks.setdefault(uid, threading.Lock())
+
+    def stepped_since(self, uid: str, since: dt.datetime) -> bool:
+        """Whether the pool ``uid`` was stepped at or after ``since`` (by a handler or the fast loop)."""
+        last = self.stepped.get(uid)
+        return last is not None and last >= since
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept for a deleted pool: its lock and its last step."""
+        with self._guard:
+            self.locks.pop(uid, None)
+            self.stepped.pop(uid, None)
 
     def problem(self, pool_spec: spec.InferencePoolSpec, now: dt.datetime) -> problem.BlendProblem:
         """The pool's planning problem (offers, routes, policy), built once per spec."""
@@ -346,7 +358,10 @@ def reconcile(
         return _invalid(body, error, now)
     uid = str(meta.get("uid") or "")
     with services.lock(uid):
-        return _step(pool, uid, generation, previous_status, previous, now, services, spec_changed)
+        outcome = _step(pool, uid, generation, previous_status, previous, now, services, spec_changed)
+        if uid:
+            services.stepped[uid] = now
+        return outcome
 
 
 def _step(

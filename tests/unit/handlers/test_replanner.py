@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import kopf
+
 from sunblend.handlers import pool
 from sunblend.loop import reconcile
 from tests.unit import pools
@@ -55,3 +57,34 @@ def test_run_once_steps_every_pool_and_plans_at_the_new_hour():
     assert status["plannedHour"] == "2026-11-23T13:00:00Z"
     # What was written is what the next pass continues from.
     assert '"hour":"2026-11-23T13:00:00Z"' in memo["pools"][("default", "t")]
+
+
+def test_a_pool_a_handler_stepped_within_half_an_interval_waits_for_the_next_pass():
+    services = reconcile.Services()
+    body = _planned_body(NOON, services)  # a handler's step at NOON
+    memo = {"pools": {("default", "t"): pool.essentials(body)}, "services": services}
+    writer = RecordingWriter()
+    replanner = pool.Replanner(memo, writer, interval=30.0)  # type: ignore[arg-type]
+    # A handler stepped the pool 10 s before a pass that, at a new hour, would plan and write: it waits.
+    new_hour = NOON.replace(minute=0) + dt.timedelta(hours=1, seconds=5)
+    services.stepped["u1"] = new_hour - dt.timedelta(seconds=10)
+    assert replanner.run_once(new_hour) == 0
+    assert writer.patches == []
+    # More than half an interval after that step, the next pass steps it and plans the new hour.
+    later = new_hour + dt.timedelta(seconds=6)
+    assert replanner.run_once(later) == 1
+    assert writer.patches[0][2]["plannedHour"] == "2026-11-23T13:00:00Z"
+    assert services.stepped["u1"] == later
+
+
+def test_a_deleted_pool_is_forgotten_by_the_loop_and_the_services():
+    services = reconcile.Services()
+    body = _planned_body(NOON, services)
+    memo = {"pools": {}, "services": services}
+    kopf_body = kopf.Body(body)
+    pool.remember_pool(event={"type": "ADDED", "object": body}, body=kopf_body, memo=memo)
+    assert list(memo["pools"]) == [("default", "t")]
+    assert "u1" in services.locks and "u1" in services.stepped
+    pool.remember_pool(event={"type": "DELETED", "object": body}, body=kopf_body, memo=memo)
+    assert memo["pools"] == {}
+    assert "u1" not in services.locks and "u1" not in services.stepped
