@@ -20,6 +20,7 @@ from sunblend.api import crd, load
 from sunblend.api.spec import CapacityType
 from sunblend.core import snapshot
 from sunblend.observe import snapshot as reader
+from sunblend.observe import watched
 from tests.e2e.conftest import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -193,6 +194,35 @@ def test_one_read_sees_the_pools_nodes_pods_workloads_autoscaler_and_budget(clus
     )
     assert read.autoscaler_of("Deployment", "chat-ap-south-1") is None
     assert read.budgets == (snapshot.BudgetView("chat-ap-south-1", {"app": "chat-ap-south-1"}, 1),)
+
+    # The same read from watch-fed records (observe/watched.py), which then follow a cordon.
+    records = watched.Watched(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+    records.start()
+    try:
+        wait_for(lambda: records.synced, 30, what="the pods, Deployments and nodes listed and watched")
+        recorded = reader.SnapshotReader(snapshot_reader_client(cluster), records=records)
+        assert recorded.read(pool) == snapshot_reader.read(pool)
+        cluster.kubectl("cordon", spot)
+        wait_for(
+            lambda: next(n for n in recorded.read(pool).nodes if n.name == spot).unschedulable,
+            30,
+            what="the records to see the cordon",
+        )
+        cluster.kubectl("scale", "deployment/chat-ap-south-1", "-n", namespace, "--replicas=1")
+        wait_for(
+            lambda: (
+                (w := recorded.read(pool).workload("Deployment", "chat-ap-south-1")) is not None and w.replicas == 1
+            ),
+            30,
+            what="the records to see the scale",
+        )
+        assert recorded.read(pool).nodes == snapshot_reader.read(pool).nodes
+    finally:
+        records.stop()
+
+
+def snapshot_reader_client(cluster: Cluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
 
 
 def test_a_reader_pointed_at_a_closed_port_says_the_cluster_is_unreadable():

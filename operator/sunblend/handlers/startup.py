@@ -34,7 +34,7 @@ from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
 from sunblend.handlers import commitments, consolidation, leader, metrics, pool
 from sunblend.loop import measure, reconcile
-from sunblend.observe import prometheus, snapshot
+from sunblend.observe import prometheus, snapshot, watched
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,14 @@ def _login() -> None:
 
 def _kubernetes(max_workers: int) -> client.ApiClient:
     """The operator's API client, with a connection for each thread that may use it at once: kopf's
-    handler threads, the snapshot reader's request threads and the fast loop's steps (a request beyond the
-    pool's size opens, and then drops, a connection of its own)."""
+    handler threads, the two snapshot readers' request threads (the steps' and the actuator's fresh reads),
+    the fast loop's steps and the watches (a request beyond the pool's size opens, and then drops, a
+    connection of its own)."""
     _login()
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = max_workers + snapshot.READ_CONCURRENCY + pool.LOOP_CONCURRENCY
+    configuration.connection_pool_maxsize = (
+        max_workers + 2 * snapshot.READ_CONCURRENCY + pool.LOOP_CONCURRENCY + watched.REFLECTORS
+    )
     return _CountingApiClient(configuration)
 
 
@@ -160,9 +163,18 @@ def _configure(options: Options, identity: str) -> Any:
         memo["clock"] = clock(options.clock_offset_seconds, options.clock_speed)
         api = _kubernetes(options.max_workers)
         rules = _rules(options.capacity_type_rules)
-        reader = snapshot.SnapshotReader(api, rules, _interruption_rules(options.interruption_rules))
+        interruption_rules = _interruption_rules(options.interruption_rules)
+        shared = snapshot.SharedLists()
+        # Steps read watch-fed records of pods, Deployments and nodes (cluster-wide watches, so only an
+        # operator watching every namespace); the actuator re-reads the cluster before it writes.
+        records = None
+        if options.clusterwide and not options.namespaces:
+            records = memo["watched"] = watched.Watched(api)
+            records.start()
+        reader = snapshot.SnapshotReader(api, rules, interruption_rules, shared, records)
+        fresh = snapshot.SnapshotReader(api, rules, interruption_rules, shared)
         actuator = execute.Actuator(
-            reader.read,
+            fresh.read,
             workloads.WorkloadWriter(client.AppsV1Api(api), client.PolicyV1Api(api)),
             drain.Drainer(client.CoreV1Api(api)),
             rules,
@@ -213,6 +225,9 @@ def _configure(options: Options, identity: str) -> Any:
         commitment_adviser = memo.get("commitments")
         if commitment_adviser is not None:
             commitment_adviser.stop()
+        records = memo.get("watched")
+        if records is not None:
+            records.stop()
 
     @kopf.on.probe(id="pools")
     def pools(**_: Any) -> int:

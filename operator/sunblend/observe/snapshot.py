@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import urllib3
 from kubernetes import client, utils
@@ -43,6 +44,13 @@ READ_CONCURRENCY: Final = 8
 
 _T = TypeVar("_T")
 _parse_quantity = cast(Callable[[str], Decimal], utils.parse_quantity)
+
+
+def _done(value: _T) -> futures.Future[_T]:
+    """``value`` as a finished future, beside the reads still in flight."""
+    done: futures.Future[_T] = futures.Future()
+    done.set_result(value)
+    return done
 
 
 class NotFound(cluster.ClusterUnavailable):
@@ -95,6 +103,61 @@ def _condition_true(conditions: Iterable[client.V1NodeCondition | client.V1PodCo
     return any(c.type == kind and c.status == "True" for c in conditions or [])
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """What a pool reads of a node, kept without the pool: its labels and state (``node_record``)."""
+
+    name: str
+    labels: Mapping[str, str]
+    ready: bool
+    unschedulable: bool
+    taints: tuple[Mapping[str, str], ...]
+    gpus: int
+
+
+def node_record(node: client.V1Node) -> NodeRecord:
+    """A node's labels and state; a node still provisioning (sunblend's kwok provider taints it until its
+    delay has passed) is booting, not ready, whatever its Ready condition says."""
+    found = taints(node)
+    status = node.status
+    return NodeRecord(
+        name=(node.metadata.name if node.metadata is not None else None) or "",
+        labels=dict(node.metadata.labels or {}) if node.metadata is not None else {},
+        ready=_condition_true(status.conditions if status is not None else None, "Ready")
+        and not any(t.get("key") == constants.PROVISIONING_TAINT for t in found),
+        unschedulable=bool(node.spec is not None and node.spec.unschedulable),
+        taints=tuple(found),
+        gpus=gpu_count((status.allocatable or {}).get(constants.GPU_RESOURCE) if status is not None else None),
+    )
+
+
+def record_view(
+    record: NodeRecord,
+    pool_spec: spec.InferencePoolSpec,
+    capacity_rules: Iterable[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
+    interruption_rules: Iterable[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
+) -> snapshot.NodeView | None:
+    """The node as the pool sees it; None when it is in no declared region or no GPU class selects it."""
+    labels = dict(record.labels)
+    region = labels.get(constants.REGION_LABEL)
+    if region is None or region not in {r.name for r in pool_spec.regions}:
+        return None
+    gpu_class = next((g for g in pool_spec.gpu_classes if nodes.selects(g, labels)), None)
+    if gpu_class is None:
+        return None
+    return snapshot.NodeView(
+        name=record.name,
+        region=region,
+        gpu_class=gpu_class.name,
+        capacity_type=nodes.capacity_type(labels, capacity_rules),
+        ready=record.ready,
+        unschedulable=record.unschedulable,
+        interruption=interruptions.signal(record.taints, interruption_rules),
+        gpus=record.gpus,
+        labels=labels,
+    )
+
+
 def node_view(
     node: client.V1Node,
     pool_spec: spec.InferencePoolSpec,
@@ -102,28 +165,7 @@ def node_view(
     interruption_rules: Iterable[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
 ) -> snapshot.NodeView | None:
     """The node as the pool sees it; None when it is in no declared region or no GPU class selects it."""
-    labels = dict(node.metadata.labels or {}) if node.metadata is not None else {}
-    region = labels.get(constants.REGION_LABEL)
-    if region is None or region not in {r.name for r in pool_spec.regions}:
-        return None
-    gpu_class = next((g for g in pool_spec.gpu_classes if nodes.selects(g, labels)), None)
-    if gpu_class is None:
-        return None
-    status = node.status
-    return snapshot.NodeView(
-        name=(node.metadata.name if node.metadata is not None else None) or "",
-        region=region,
-        gpu_class=gpu_class.name,
-        capacity_type=nodes.capacity_type(labels, capacity_rules),
-        # A node still provisioning (sunblend's kwok provider taints it until its delay has passed)
-        # is booting, not ready, whatever its Ready condition says.
-        ready=_condition_true(status.conditions if status is not None else None, "Ready")
-        and not any(t.get("key") == constants.PROVISIONING_TAINT for t in taints(node)),
-        unschedulable=bool(node.spec is not None and node.spec.unschedulable),
-        interruption=interruptions.signal(taints(node), interruption_rules),
-        gpus=gpu_count((status.allocatable or {}).get(constants.GPU_RESOURCE) if status is not None else None),
-        labels=labels,
-    )
+    return record_view(node_record(node), pool_spec, capacity_rules, interruption_rules)
 
 
 def _gpus_requested(container: client.V1Container) -> int:
@@ -275,11 +317,26 @@ class SharedLists:
             return value
 
 
+class Records(Protocol):
+    """Watch-fed records of pods, Deployments and nodes (``observe.watched.Watched``)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def pool_pods(self, namespace: str, pool: str) -> list[snapshot.PodView]: ...
+
+    def pool_workloads(self, namespace: str, pool: str) -> list[snapshot.WorkloadView]: ...
+
+    def nodes_selected(self, labels: Mapping[str, str]) -> list[NodeRecord]: ...
+
+
 class SnapshotReader:
     """Reads a pool's ``Snapshot`` through one API client; the rules map node labels and taints to meaning.
 
     ``shared``: the namespace-wide lists, kept between reads (a fresh ``SharedLists`` if None).
-    Thread-safe: the kopf handlers, the fast loop and the actuator read through one reader.
+    ``records``: watch-fed records of the pool's pods and Deployments and of the nodes, read instead
+    of listing them while they are synced (None: always list; the actuator's fresh reads list).
+    Thread-safe: the kopf handlers and the fast loop read through one reader.
     """
 
     def __init__(
@@ -288,6 +345,7 @@ class SnapshotReader:
         capacity_rules: Sequence[nodes.CapacityTypeRule] = nodes.DEFAULT_RULES,
         interruption_rules: Sequence[interruptions.InterruptionRule] = interruptions.DEFAULT_RULES,
         shared: SharedLists | None = None,
+        records: Records | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
@@ -297,6 +355,7 @@ class SnapshotReader:
         self._capacity_rules = tuple(capacity_rules)
         self._interruption_rules = tuple(interruption_rules)
         self._shared = shared if shared is not None else SharedLists()
+        self._records = records
         self._requests = futures.ThreadPoolExecutor(READ_CONCURRENCY, thread_name_prefix="sunblend-read")
 
     def read(self, pool: spec.InferencePool) -> snapshot.Snapshot:
@@ -315,11 +374,18 @@ class SnapshotReader:
         server = pool.spec.model_server
         refs = [server.workload_ref] if server.workload_ref is not None else []
         submit = self._requests.submit
+        records = self._records if self._records is not None and self._records.synced else None
         # Submitted in the order a failure is reported in; each task is one request or a read then a list.
-        pool_workloads = submit(self._pool_workloads, namespace, name)
-        pool_pods = submit(self._pods, namespace, selector_text({constants.POOL_LABEL: name}))
+        if records is None:
+            pool_workloads = submit(self._pool_workloads, namespace, name)
+            pool_pods = submit(self._pods, namespace, selector_text({constants.POOL_LABEL: name}))
+        else:
+            pool_workloads = _done(records.pool_workloads(namespace, name))
+            pool_pods = _done(records.pool_pods(namespace, name))
         ref_reads = [submit(self._workload_and_pods, namespace, name, ref) for ref in [*refs, *server.workload_refs]]
-        node_views = submit(self._nodes, pool.spec)
+        node_views = (
+            submit(self._nodes, pool.spec) if records is None else _done(self._recorded_nodes(records, pool.spec))
+        )
         autoscalers = submit(self._shared.get, "autoscalers", namespace, lambda: self._autoscalers(namespace))
         budgets = submit(self._shared.get, "budgets", namespace, lambda: self._budgets(namespace))
         every: list[futures.Future[Any]] = [pool_workloads, pool_pods, *ref_reads, node_views, autoscalers, budgets]
@@ -357,6 +423,15 @@ class SnapshotReader:
             listed = _call(f"listing nodes ({selector})", self._core.list_node, label_selector=selector)
             for node in listed.items:
                 view = node_view(node, pool_spec, self._capacity_rules, self._interruption_rules)
+                if view is not None:
+                    found[view.name] = view
+        return tuple(found[n] for n in sorted(found))
+
+    def _recorded_nodes(self, records: Records, pool_spec: spec.InferencePoolSpec) -> tuple[snapshot.NodeView, ...]:
+        found: dict[str, snapshot.NodeView] = {}
+        for gpu_class in pool_spec.gpu_classes:
+            for record in records.nodes_selected(gpu_class.node_selector) if gpu_class.node_selector else []:
+                view = record_view(record, pool_spec, self._capacity_rules, self._interruption_rules)
                 if view is not None:
                     found[view.name] = view
         return tuple(found[n] for n in sorted(found))
