@@ -270,6 +270,7 @@ def _measure(
         created[name] = time.monotonic()
         api.create_namespaced_custom_object(rc.GROUP, rc.VERSION, NAMESPACE, rc.PLURAL, load_pool(name, i, mode))
 
+    memory_before = rc.memory_kib(pid)  # the operator with no pool (after the warm-up pool's deletion)
     metrics_start, cpu_start, machine_start = operator_metrics(metrics_port), cpu_seconds(pid), machine_cpu_seconds()
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -293,6 +294,7 @@ def _measure(
         "writes": writes(metrics_start, metrics_ready),
         **steps(metrics_start, metrics_ready),
         "memory_kib": memory_ready,
+        "memory_before_kib": memory_before,
     }
     if enforce:
         if len(ready) == args.pools:  # else some pools have no plan yet: no use waiting for their nodes
