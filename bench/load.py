@@ -7,9 +7,11 @@ waits for it (so the operator is up), deletes it, then:
 1. Burst: creates N pools at once from 8 client threads and times each from just before its
    create call to the watch event that shows its Ready=True condition, as a user would read it
    (``kubectl wait --for=condition=Ready``). In Enforce mode it also times each pool to its planned
-   kwok Nodes Ready (bench/reconcile.py's ``NodesReadyTracker``).
+   kwok Nodes Ready (bench/reconcile.py's ``NodesReadyTracker``), and then all to their pods Ready
+   (one pod per planned node): until then the controllers are still creating and scheduling pods.
 2. Settle: waits ``--settle-seconds`` and at least two fast-loop passes over every pool (in Enforce
-   mode, after the planned nodes are Ready), so the burst's own writes (nodes, slices, status) are over.
+   mode, after the planned nodes and the pods are Ready), so the burst's own writes (nodes, slices,
+   pods, status) are over.
    A burst not done within ``--timeout`` has no steady state: then nothing is waited for, the quiet
    window is measured at once and marked ``steady_state: false``.
 3. Quiet window (``--quiet-seconds``, and at least one pass): nothing is changed; the API writes
@@ -43,12 +45,13 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
-from kubernetes import client
+from kubernetes import client, watch
 from rich.console import Console
 from rich.table import Table
 
@@ -65,13 +68,43 @@ GOAL_PEAK_MB = 250.0
 
 class PoolTracker(rc.NodesReadyTracker):
     """NodesReadyTracker that also records, per expected pool, when its Ready condition is True for
-    at least the expected generation (one watch of the pools serves both)."""
+    at least the expected generation (one watch of the pools serves both); with ``nodes``, it also
+    watches the pools' pods and counts the Ready ones."""
 
     def __init__(self, api: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, nodes: bool) -> None:
         self.ready: dict[str, float] = {}
         self._ready_expected: dict[str, int] = {}
         self._ready_generation: dict[str, int] = {}  # pool -> generation of its Ready=True condition
+        self._ready_pods: set[str] = set()
         super().__init__(api, core, namespace, watch_nodes=nodes)
+        if nodes:
+            pods = threading.Thread(target=self._watch, args=(self._pod_events, self._on_pod), daemon=True)
+            self._threads.append(pods)
+            pods.start()
+
+    def ready_pods(self) -> int:
+        """The pools' pods (labelled with a pool) that are Ready and not being deleted."""
+        with self._lock:
+            return len(self._ready_pods)
+
+    def _pod_events(self, stream: watch.Watch, resource_version: str | None) -> Any:
+        return stream.stream(
+            self._core.list_namespaced_pod,
+            self._namespace,
+            label_selector="sunblend.dev/pool",
+            resource_version=resource_version,
+            timeout_seconds=60,
+        )
+
+    def _on_pod(self, kind: str, pod: client.V1Pod) -> None:
+        conditions = (pod.status.conditions if pod.status is not None else None) or []
+        ready = (
+            kind != "DELETED"
+            and pod.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in conditions)
+        )
+        with self._lock:
+            (self._ready_pods.add if ready else self._ready_pods.discard)(pod.metadata.name)
 
     def expect_ready(self, name: str, generation: int = 0) -> None:
         with self._lock:
@@ -300,15 +333,24 @@ def _measure(
         if len(ready) == args.pools:  # else some pools have no plan yet: no use waiting for their nodes
             rc.wait_done(tracker, names, args.timeout)
         nodes_done = [n for n in names if n in tracker.done]
+        # One replica per node: the pools serve once as many of their pods are Ready as nodes were planned.
+        planned = sum(sum(p.values()) for p in tracker.planned.values())
+        pods_deadline = time.monotonic() + args.timeout
+        while len(nodes_done) == args.pools and tracker.ready_pods() < planned and time.monotonic() < pods_deadline:
+            time.sleep(0.5)
+        pods_ready = time.monotonic() - started if tracker.ready_pods() >= planned else None
         burst["nodes"] = {
             "pools_with_nodes_ready": len(nodes_done),
             "all_nodes_ready_seconds": round(max((tracker.done[n] for n in nodes_done), default=started) - started, 3),
             **summary([tracker.done[n] - created[n] for n in nodes_done]),
-            "planned_nodes": sum(sum(p.values()) for p in tracker.planned.values()),
+            "planned_nodes": planned,
             "kwok_nodes": tracker.nodes(),
             "kwok_nodes_ready": tracker.ready_nodes(),
+            "ready_pods": tracker.ready_pods(),
+            "all_pods_ready_seconds": None if pods_ready is None else round(pods_ready, 3),
         }
         log(f"{len(nodes_done)}/{args.pools} pools' planned nodes Ready {burst['nodes']['all_nodes_ready_seconds']} s")
+        log(f"{tracker.ready_pods()}/{planned} pods Ready {burst['nodes']['all_pods_ready_seconds']} s")
 
     # 2. Settle, then 3. the quiet window; each lasts its seconds and at least `passes` fast-loop passes
     # over every pool (a pass over 1,000 pools can take longer than the loop's interval).
@@ -324,7 +366,13 @@ def _measure(
 
     # A burst that did not finish within the timeout has no steady state to wait for: the window is
     # then measured at once, for its seconds only, and marked so.
-    steady_state = len(ready) == args.pools and (not enforce or burst["nodes"]["pools_with_nodes_ready"] == args.pools)
+    steady_state = len(ready) == args.pools and (
+        not enforce
+        or (
+            burst["nodes"]["pools_with_nodes_ready"] == args.pools
+            and burst["nodes"]["all_pods_ready_seconds"] is not None
+        )
+    )
     settled = wait_passes(args.settle_seconds, 2) if steady_state else 0.0
     metrics_quiet, cpu_quiet, server_quiet = operator_metrics(metrics_port), cpu_seconds(pid), apiserver_writes()
     quiet_seconds = wait_passes(args.quiet_seconds, 1 if steady_state else 0)
@@ -474,7 +522,7 @@ def main() -> int:
                 "interval_seconds apart; p99 of so few samples is close to their maximum",
                 "writes_per_minute: the operator's sunblend_api_writes_total in the quiet window (no change at all), "
                 "after settle_seconds and two fast-loop passes (in Enforce mode, after every pool's planned kwok nodes "
-                "were Ready); the window lasts quiet seconds and at least one pass; it counts "
+                "and then as many of the pools' pods were Ready); the window lasts quiet seconds and at least one pass; it counts "
                 "what the operator sends through its kubernetes client (the fast loop's status patches, events, "
                 "nodes, slices), not kopf's own status patches nor the leader Lease renewals (every 5 s)",
                 "apiserver_writes: the API server's apiserver_request_total (POST, PUT, PATCH, DELETE, APPLY) by "

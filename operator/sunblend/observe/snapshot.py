@@ -3,6 +3,8 @@
 The reconcile loop calls ``SnapshotReader.read`` once per pool and visit, then runs the pure
 stages on the answer. Nodes are listed only by each GPU class's selector (never the whole
 cluster); pods and Deployments by the pool's labels; the pool's user workloads by name. The
+operator's steps read the nodes and the pool's pods and Deployments from watch-fed records
+instead (``observe.watched``) while those are synced; the actuator's re-check always lists. The
 lists that cannot be narrowed to one pool (PodDisruptionBudgets, HorizontalPodAutoscalers, KEDA
 ScaledObjects of the namespace) are shared by every pool of the namespace through
 ``SharedLists``: each is listed at most once per ``SHARED_LIST_MAX_AGE_SECONDS``, so a
