@@ -522,9 +522,10 @@ def main() -> int:
                 "interval_seconds apart; p99 of so few samples is close to their maximum",
                 "writes_per_minute: the operator's sunblend_api_writes_total in the quiet window (no change at all), "
                 "after settle_seconds and two fast-loop passes (in Enforce mode, after every pool's planned kwok nodes "
-                "and then as many of the pools' pods were Ready); the window lasts quiet seconds and at least one pass; it counts "
-                "what the operator sends through its kubernetes client (the fast loop's status patches, events, "
-                "nodes, slices), not kopf's own status patches nor the leader Lease renewals (every 5 s)",
+                "and then as many of the pools' pods were Ready); the window lasts quiet seconds and at least one "
+                "pass; it counts what the operator sends through its kubernetes client (the fast loop's status "
+                "patches, events, nodes, slices), not kopf's own status patches nor the leader Lease renewals "
+                "(every 5 s)",
                 "apiserver_writes: the API server's apiserver_request_total (POST, PUT, PATCH, DELETE, APPLY) by "
                 "resource in the quiet window, from every client; apiserver_pool_writes_per_minute counts those on "
                 "inferencepools (and their status), which only the operator writes then",
