@@ -180,6 +180,8 @@ def test_interruption_rules_are_mounted_from_the_configmap_only_when_set(helm):
         ("create", "pods/eviction", True),
         ("get", "pods", True),
         ("list", "pods", True),
+        ("watch", "pods", True),  # the steps' watch-fed records (observe/watched.py)
+        ("watch", "deployments.apps", True),
         ("patch", "nodes", True),
         ("watch", "nodes", True),
         ("patch", "deployments.apps/scale", True),
