@@ -27,7 +27,7 @@ import kopf
 
 from sunblend.actuate import status as status_writer
 from sunblend.api import constants
-from sunblend.handlers import background, metrics
+from sunblend.handlers import background, memory, metrics
 from sunblend.loop import merge, reconcile
 
 RESOURCE = (constants.GROUP, constants.VERSION, constants.PLURAL)
@@ -141,6 +141,7 @@ class Replanner(background.Pass):
         pools: dict[tuple[str, str], str] = self._memo["pools"]
         with futures.ThreadPoolExecutor(LOOP_CONCURRENCY, thread_name_prefix="sunblend-fast-loop-step") as steps:
             written = [steps.submit(self._step, key, text, now) for key, text in list(pools.items())]
+        memory.give_back()  # what the pass (and the handlers since the last) freed goes back to the system
         return sum(step.result() for step in written)  # the first failure, after every step has run
 
     def _step(self, key: tuple[str, str], text: str, now: dt.datetime) -> int:

@@ -10,17 +10,16 @@ available with ``--peering``.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import hashlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import kopf
 import yaml
@@ -32,7 +31,7 @@ from sunblend.actuate.providers import karpenter
 from sunblend.actuate.providers import registry as providers
 from sunblend.api.spec import ActuationMode, NodeProviderName
 from sunblend.core import interruptions, nodes
-from sunblend.handlers import commitments, consolidation, leader, metrics, pool
+from sunblend.handlers import commitments, consolidation, leader, memory, metrics, pool
 from sunblend.loop import measure, reconcile
 from sunblend.observe import prometheus, snapshot, watched
 
@@ -66,31 +65,6 @@ class Options:
     lease_namespace: str | None = None  # None: the operator's namespace (leader.default_namespace)
     identity: str | None = None  # None: the pod's name, else hostname-pid (leader.default_identity)
     commitment_advice_hours: float = 24.0  # how often each pool's commitment advice is renewed; 0: never
-
-
-# glibc's mallopt(3) parameter for the most malloc arenas (M_ARENA_MAX in malloc.h), and our cap.
-M_ARENA_MAX: Final = -8
-MALLOC_ARENAS: Final = 2
-
-
-def limit_malloc_arenas(environ: Mapping[str, str] = os.environ) -> bool:
-    """Cap the C library's malloc at ``MALLOC_ARENAS`` arenas; whether the cap was set.
-
-    glibc gives threads that allocate at once arenas of their own, up to eight per core, and
-    memory freed in one arena is not reused by another, so the operator's threads (kopf's
-    handlers, the snapshot reader's requests, the fast loop) each grow one. Called before any of
-    them starts. An explicit ``MALLOC_ARENA_MAX`` in the environment wins (glibc reads it itself);
-    a C library without ``mallopt`` is left as it is.
-    """
-    if "MALLOC_ARENA_MAX" in environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS))
 
 
 def pod_priority(pod_name: str) -> int:
@@ -264,7 +238,7 @@ def _elect(options: Options, identity: str) -> leader.Elector | None:
 
 def run(options: Options) -> None:
     """Run the operator until interrupted; with leader election, only while holding the Lease."""
-    limit_malloc_arenas()
+    memory.tune_malloc()
     kopf.configure(debug=os.environ.get("SUNBLEND_DEBUG") == "1")  # kopf's plain log format on stderr, INFO and up
     identity = options.identity or leader.default_identity()
     _configure(options, identity)
