@@ -622,6 +622,18 @@ def render(document: dict[str, Any]) -> None:
                 f"the last {nodes['all_nodes_ready_seconds']:.1f} s after the first create "
                 f"(p50 {seconds(nodes['p50_seconds'])} s)"
             )
+            if nodes.get("all_pods_ready_seconds") is not None:
+                print(
+                    f"{r['mode']}: all {nodes['ready_pods']} pods Ready "
+                    f"{nodes['all_pods_ready_seconds']:.1f} s after the first create"
+                )
+        cpu = r["burst"].get("cpu_seconds")
+        if cpu:
+            shares = ", ".join(f"{k} {v:g}" for k, v in cpu.items() if k not in ("busy", "busy_fraction"))
+            print(
+                f"{r['mode']}: burst CPU seconds: operator {r['burst']['operator_cpu_seconds']:g}, {shares}; "
+                f"the machine was {cpu['busy_fraction']:.0%} busy"
+            )
 
 
 if __name__ == "__main__":
