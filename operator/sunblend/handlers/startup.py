@@ -190,18 +190,11 @@ def _configure(options: Options, identity: str) -> Any:
 
     @kopf.on.cleanup()
     def stop_replanner(memo: kopf.Memo, **_: Any) -> None:
-        replanner = memo.get("replanner")
-        if replanner is not None:
-            replanner.stop()
-        adviser = memo.get("consolidation")
-        if adviser is not None:
-            adviser.stop()
-        commitment_adviser = memo.get("commitments")
-        if commitment_adviser is not None:
-            commitment_adviser.stop()
-        records = memo.get("watched")
-        if records is not None:
-            records.stop()
+        """Stop the background threads configure started: the passes, then the watches."""
+        for started in ("replanner", "consolidation", "commitments", "watched"):
+            thread = memo.get(started)
+            if thread is not None:
+                thread.stop()
 
     @kopf.on.probe(id="pools")
     def pools(**_: Any) -> int:
