@@ -200,7 +200,9 @@ def test_one_read_sees_the_pools_nodes_pods_workloads_autoscaler_and_budget(clus
     records.start()
     try:
         wait_for(lambda: records.synced, 30, what="the pods, Deployments and nodes listed and watched")
-        recorded = reader.SnapshotReader(snapshot_reader_client(cluster), records=records)
+        recorded = reader.SnapshotReader(
+            config.new_client_from_config(config_file=str(cluster.kubeconfig)), records=records
+        )
         assert recorded.read(pool) == snapshot_reader.read(pool)
         cluster.kubectl("cordon", spot)
         wait_for(
@@ -219,10 +221,6 @@ def test_one_read_sees_the_pools_nodes_pods_workloads_autoscaler_and_budget(clus
         assert recorded.read(pool).nodes == snapshot_reader.read(pool).nodes
     finally:
         records.stop()
-
-
-def snapshot_reader_client(cluster: Cluster) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
 
 
 def test_a_reader_pointed_at_a_closed_port_says_the_cluster_is_unreadable():

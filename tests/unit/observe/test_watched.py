@@ -87,11 +87,10 @@ def _node(name: str, labels: dict[str, str], unschedulable: bool = False) -> cli
 
 
 def test_nodes_are_found_by_every_label_of_a_selector_and_follow_label_changes_and_deletion():
-    nodes = watched.Watched(Answers({})).nodes
+    records = watched.Watched(Answers({}))
+    nodes = records.nodes
     region = {"topology.kubernetes.io/region": "ap-south-1"}
     nodes.replace([_node("a", {**region, "gpu": "h100"}), _node("b", {**region, "gpu": "h100", "pool": "x"})])
-    records = watched.Watched(Answers({}))
-    records.nodes = nodes
     assert [r.name for r in records.nodes_selected({"gpu": "h100"})] == ["a", "b"]
     assert [r.name for r in records.nodes_selected({"gpu": "h100", "pool": "x"})] == ["b"]
     assert records.nodes_selected({}) == []
